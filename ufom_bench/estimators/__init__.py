@@ -1,0 +1,44 @@
+"""Hypergradient estimators, each an `Estimator(init, estimate)` pair, registered by name.
+
+    est = ufom_bench.estimators.get("ufom", q=0.1)   # or estimators.ufom(q=0.1)
+    state = est.init(theta)
+    grad, info, state = est.estimate(problem, theta, task, key, state)
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ufom_bench.estimators._core import Estimator, Info
+from ufom_bench.estimators.exact import exact
+from ufom_bench.estimators.exact_me import exact_me
+from ufom_bench.estimators.fom import fom
+from ufom_bench.estimators.pair import pair
+from ufom_bench.estimators.ufom import ufom
+
+__all__ = ["Estimator", "Info", "exact", "exact_me", "fom", "ufom", "pair", "get", "names", "register"]
+
+_REGISTRY: dict[str, Callable[..., Estimator]] = {}
+
+
+def register(name: str, factory: Callable[..., Estimator]) -> None:
+    """Make ``factory`` available as ``get(name, **params)``."""
+    if name in _REGISTRY:
+        raise ValueError(f"estimator {name!r} is already registered")
+    _REGISTRY[name] = factory
+
+
+def get(name: str, **params) -> Estimator:
+    """The estimator registered as ``name``, built with ``params`` (e.g. ``get("ufom", q=0.1)``)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown estimator {name!r}; registered: {', '.join(names())}")
+    return _REGISTRY[name](**params)
+
+
+def names() -> list[str]:
+    """Registered estimator names, in registration order."""
+    return list(_REGISTRY)
+
+
+for _name, _factory in [("exact", exact), ("exact_me", exact_me), ("fom", fom), ("ufom", ufom)]:
+    register(_name, _factory)

@@ -1,0 +1,183 @@
+"""Building blocks shared by the estimators: counted inner GD, outer gradients, HVPs, the backward passes.
+
+Counting convention (DESIGN.md, the paper's "function calls"): one grad call is one evaluation of dL_in/dphi
+or of the L_out gradient (both partials at once); one HVP is one reverse pass of dL_in/dphi giving both
+(d2 L_in / dtheta dphi)^T b2 and (d2 L_in / dphi2)^T b2. The counters are carried through the loops as
+integers, so they are right under jit and vmap (they count what the traced program computes).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ufom_bench.problem import Problem
+
+PyTree = Any
+COUNT = jnp.int32
+tmap = jax.tree_util.tree_map
+
+
+class Info(NamedTuple):
+    """What an estimate cost and what it is.
+
+    grad_calls, hvp_calls: counted calls (int32). exact: whether the exact branch ran (xi = 1 in Alg. 4).
+    finite: every entry of the estimate is finite (False flags a divergent inner loop). q: the probability
+    of the exact branch used for this estimate (1 for exact estimators, 0 for FOM).
+    """
+
+    grad_calls: jax.Array
+    hvp_calls: jax.Array
+    exact: jax.Array
+    finite: jax.Array
+    q: jax.Array
+
+
+class Estimator(NamedTuple):
+    """A hypergradient estimator as a pair of pure functions (optax style).
+
+    init(theta) -> state;  estimate(problem, theta, task, key, state) -> (grad, Info, state).
+    """
+
+    init: Callable[[PyTree], PyTree]
+    estimate: Callable[..., tuple[PyTree, Info, PyTree]]
+    name: str = ""
+
+
+def no_state(theta) -> tuple:
+    """`init` of the stateless estimators."""
+    del theta
+    return ()
+
+
+def check_theta(problem: Problem, theta: PyTree) -> None:
+    """Raise ValueError when theta's pytree structure or leaf shapes differ from problem.theta0 (static)."""
+    want, got = jax.tree_util.tree_structure(problem.theta0), jax.tree_util.tree_structure(theta)
+    if want != got:
+        raise ValueError(f"theta has pytree structure {got}, but problem {problem.name!r} expects {want}")
+    for (keypath, a), b in zip(jax.tree_util.tree_flatten_with_path(problem.theta0)[0], jax.tree_util.tree_leaves(theta)):
+        if jnp.shape(a) != jnp.shape(b):
+            where = "theta" + jax.tree_util.keystr(keypath)
+            raise ValueError(f"{where} has shape {jnp.shape(b)}, but problem {problem.name!r} expects {jnp.shape(a)}")
+
+
+def all_finite(tree: PyTree) -> jax.Array:
+    leaves = jax.tree_util.tree_leaves(tree)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def inner_grad(problem: Problem, theta, phi, task):
+    """dL_in/dphi(theta, phi, T): one grad call."""
+    return jax.grad(problem.inner_loss, argnums=1)(theta, phi, task)
+
+
+def inner_step(problem: Problem, theta, phi, task, alpha, calls):
+    """One step of eq. (3): phi - alpha dL_in/dphi, and calls + 1."""
+    g = inner_grad(problem, theta, phi, task)
+    return tmap(lambda p, d: p - alpha * d, phi, g), calls + 1
+
+
+def inner_loop(problem: Problem, theta, task, calls):
+    """phi_r from phi_0 = V(theta, T) by r counted steps (the forward loop of Algorithms 3-4)."""
+
+    def body(carry, alpha):
+        phi, n = carry
+        return inner_step(problem, theta, phi, task, alpha, n), None
+
+    (phi, calls), _ = jax.lax.scan(body, (problem.init_inner(theta, task), calls), problem.step_sizes)
+    return phi, calls
+
+
+def inner_loop_stored(problem: Problem, theta, task, calls):
+    """The forward loop of Algorithm 2: phi_r and Arr = (phi_0, ..., phi_{r-1}) stacked on axis 0."""
+
+    def body(carry, alpha):
+        phi, n = carry
+        return inner_step(problem, theta, phi, task, alpha, n), phi
+
+    (phi, calls), states = jax.lax.scan(body, (problem.init_inner(theta, task), calls), problem.step_sizes)
+    return phi, states, calls
+
+
+def outer_grads(problem: Problem, theta, phi, task, calls):
+    """b1 = dL_out/dtheta, b2 = dL_out/dphi at (theta, phi_r): one grad call."""
+    b1, b2 = jax.grad(problem.outer_loss, argnums=(0, 1))(theta, phi, task)
+    return b1, b2, calls + 1
+
+
+def hvp(problem: Problem, theta, phi, task, b2):
+    """One HVP: ((d2 L_in/dtheta dphi)^T b2, (d2 L_in/dphi2)^T b2) by one reverse pass (Christianson 1992)."""
+    _, vjp = jax.vjp(lambda th, ph: inner_grad(problem, th, ph, task), theta, phi)
+    return vjp(b2)
+
+
+def hvp_update(problem: Problem, theta, phi, task, alpha, b1, b2):
+    """The body of the backward loops (Alg. 2/4): b1 -= alpha H_theta^T b2, b2 -= alpha H_phi^T b2 (eqs. 7, 9)."""
+    h_theta, h_phi = hvp(problem, theta, phi, task, b2)
+    b1 = tmap(lambda b, h: b - alpha * h, b1, h_theta)
+    b2 = tmap(lambda b, h: b - alpha * h, b2, h_phi)
+    return b1, b2
+
+
+def add_v_jvp(problem: Problem, theta, task, b1, b2):
+    """b1 + (dV/dtheta)^T b2: the last line of Algorithms 2-4 (the V term of eq. 6)."""
+    _, vjp = jax.vjp(lambda th: problem.init_inner(th, task), theta)
+    (jv,) = vjp(b2)
+    return tmap(jnp.add, b1, jv)
+
+
+def backward_stored(problem: Problem, theta, task, states, b1, b2, hvps):
+    """The backward loop of Algorithm 2 over stored states: r HVPs, O(r) memory."""
+
+    def body(carry, xs):
+        b1, b2, n = carry
+        phi, alpha = xs
+        b1, b2 = hvp_update(problem, theta, phi, task, alpha, b1, b2)
+        return (b1, b2, n + 1), None
+
+    (b1, b2, hvps), _ = jax.lax.scan(body, (b1, b2, hvps), (states, problem.step_sizes), reverse=True)
+    return b1, b2, hvps
+
+
+def backward_recompute(problem: Problem, theta, task, b1, b2, grads, hvps):
+    """The correction loop of Algorithm 4: each phi_{j-1} recomputed from V(theta, T), O(1) memory in r.
+
+    For j = r..1: j - 1 grad calls to rebuild phi_{j-1}, then one HVP; r(r-1)/2 grads and r HVPs in all.
+    """
+    alphas = problem.step_sizes
+    phi0 = problem.init_inner(theta, task)
+
+    def rebuild(i, carry):
+        phi, n = carry
+        return inner_step(problem, theta, phi, task, alphas[i], n)
+
+    def body(carry, _):
+        j, b1, b2, g, h = carry
+        phi, g = jax.lax.fori_loop(0, j - 1, rebuild, (phi0, g))
+        b1, b2 = hvp_update(problem, theta, phi, task, alphas[j - 1], b1, b2)
+        return (j - 1, b1, b2, g, h + 1), None
+
+    # j is carried (not scanned over an array of indices) so that nothing of size r is materialised.
+    j = jnp.asarray(problem.r, COUNT)
+    (_, b1, b2, grads, hvps), _ = jax.lax.scan(body, (j, b1, b2, grads, hvps), None, length=problem.r)
+    return b1, b2, grads, hvps
+
+
+def first_order(problem: Problem, theta, task):
+    """Algorithm 3's computation, keeping what Algorithm 4 reuses: (b_FO, b1, b2, grad calls)."""
+    check_theta(problem, theta)
+    phi, calls = inner_loop(problem, theta, task, jnp.zeros((), COUNT))
+    b1, b2, calls = outer_grads(problem, theta, phi, task, calls)
+    return add_v_jvp(problem, theta, task, b1, b2), b1, b2, calls
+
+
+def info(grad, grad_calls, hvp_calls, exact, q) -> Info:
+    return Info(
+        grad_calls=jnp.asarray(grad_calls, COUNT),
+        hvp_calls=jnp.asarray(hvp_calls, COUNT),
+        exact=jnp.asarray(exact, bool),
+        finite=all_finite(grad),
+        q=jnp.asarray(q, jnp.result_type(float)),
+    )

@@ -1,0 +1,23 @@
+"""G_FO and the exact G for one task from one forward pass: what Monte Carlo code needs per sample."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from ufom_bench.estimators import _core
+
+
+def pair(problem, theta, task):
+    """(G_FO, G, Info) with G by Algorithm 2 sharing the forward loop with G_FO.
+
+    Every UFOM draw is a function of this pair and xi (eqs. 12-13), so estimates of D^2, V^2 and UFOM's
+    moments need no cond (which would run both branches under vmap anyway).
+    """
+    _core.check_theta(problem, theta)
+    zero = jnp.zeros((), _core.COUNT)
+    phi, states, grads = _core.inner_loop_stored(problem, theta, task, zero)
+    b1, b2, grads = _core.outer_grads(problem, theta, phi, task, grads)
+    g_fo = _core.add_v_jvp(problem, theta, task, b1, b2)
+    b1, b2, hvps = _core.backward_stored(problem, theta, task, states, b1, b2, zero)
+    g = _core.add_v_jvp(problem, theta, task, b1, b2)
+    return g_fo, g, _core.info(g, grads, hvps, True, 1.0)

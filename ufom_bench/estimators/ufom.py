@@ -1,0 +1,59 @@
+"""UFOM, the unbiased first-order method (Algorithm 4; eqs. 12-13; Proposition 1)."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from ufom_bench.estimators import _core
+from ufom_bench.estimators._core import Estimator
+from ufom_bench.estimators.exact_me import exact_branch
+
+
+def check_q(q) -> float:
+    """q must be a number in (0, 1] (Algorithm 4's input)."""
+    try:
+        value = float(q)
+    except (TypeError, ValueError):
+        raise ValueError(f"q must be a number in (0, 1], got {q!r}") from None
+    if not (math.isfinite(value) and 0.0 < value <= 1.0):
+        raise ValueError(f"q must be in (0, 1], got q = {q!r}")
+    return value
+
+
+def ufom_step(problem, theta, task, key, q):
+    """One draw of G_UFO = G_FO + (xi / q) (G - G_FO), xi ~ Bernoulli(q) (eqs. 12-13).
+
+    ``lax.cond`` runs the O(r^2) exact branch only when xi = 1 (under ``vmap`` both branches run and
+    are selected: Monte Carlo code should use `pair` instead). ``q`` may be traced (Adaptive UFOM).
+    Returns (G_UFO, b_FO, b_Exact or b_FO when xi = 0, xi, grad calls, HVP calls).
+    """
+    b_fo, b1, b2, grads = _core.first_order(problem, theta, task)
+    xi = jax.random.bernoulli(key, q)
+
+    def corrected(_):
+        b_ex, g, h = exact_branch(problem, theta, task, b1, b2, grads)
+        est = jax.tree_util.tree_map(lambda f, e: f + (e - f) / q, b_fo, b_ex)
+        return est, b_ex, g, h
+
+    def first_order_only(_):
+        return b_fo, b_fo, grads, jnp.zeros((), _core.COUNT)
+
+    est, b_ex, grads, hvps = jax.lax.cond(xi, corrected, first_order_only, None)
+    return est, b_fo, b_ex, xi, grads, hvps
+
+
+def ufom(q: float = 0.1) -> Estimator:
+    """UFOM with exact-branch probability q in (0, 1]: unbiased, O(1) memory.
+
+    Expected cost r + 1 + q r(r-1)/2 grad calls and q r HVPs (Proposition 1); q = 1 is `exact_me`.
+    """
+    q = check_q(q)
+
+    def estimate(problem, theta, task, key, state):
+        g, _, _, xi, grads, hvps = ufom_step(problem, theta, task, key, q)
+        return g, _core.info(g, grads, hvps, xi, q), state
+
+    return Estimator(_core.no_state, estimate, f"ufom(q={q:g})")
