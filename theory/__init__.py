@@ -1,0 +1,52 @@
+"""Theory of UFOM (Likhosherstov et al., ICML 2021) derived with sympy, with numpy/jax numeric forms.
+
+Each formula is derived from its definition and compared with the paper's printed form:
+`CHECKS[name] = Check(derived_latex, printed_latex, matches, note)`; `latex()` gives every derived formula.
+Numeric functions take numpy or jax inputs (jax ones stay traceable under `jax.jit`).
+
+Modules: cost (Proposition 1, C_det, C_rnd), bias (D_bound, eq. 15), moments (UFOM's moments over xi,
+Lemma 1), choice_of_q (time model (19), condition (20), quadratic (21), q*, the released code's variant).
+"""
+
+from theory._sym import Check
+from theory.bias import d_bound, d_bound_const
+from theory.checks import all_checks, latex, mismatches
+from theory.cost import branch_calls, costs, expected_calls
+from theory.moments import fom_bias, lemma1_bound, ufom_second_moment, ufom_xi_variance
+from theory.choice_of_q import (
+    DEFAULT_MODEL,
+    MODELS,
+    condition_eq20,
+    dT_dq_at_1_positive,
+    optimal_q,
+    optimal_q_jax,
+    optimal_q_time_sqrt_variance,
+    time_model,
+)
+
+CHECKS: dict = all_checks()  # derived at import (about half a second of sympy after its import)
+
+__all__ = [
+    "CHECKS",
+    "Check",
+    "DEFAULT_MODEL",
+    "MODELS",
+    "all_checks",
+    "branch_calls",
+    "condition_eq20",
+    "costs",
+    "d_bound",
+    "d_bound_const",
+    "dT_dq_at_1_positive",
+    "expected_calls",
+    "fom_bias",
+    "latex",
+    "lemma1_bound",
+    "mismatches",
+    "optimal_q",
+    "optimal_q_jax",
+    "optimal_q_time_sqrt_variance",
+    "time_model",
+    "ufom_second_moment",
+    "ufom_xi_variance",
+]

@@ -1,0 +1,23 @@
+"""All derived-vs-printed checks and the LaTeX of every derived formula, gathered from the modules."""
+
+from __future__ import annotations
+
+from theory import bias, choice_of_q, cost, moments
+from theory._sym import Check
+
+_MODULES = (cost, bias, moments, choice_of_q)
+
+
+def all_checks() -> dict[str, Check]:
+    """name -> Check(derived_latex, printed_latex, matches, note), in the paper's order."""
+    return {name: chk for mod in _MODULES for name, chk in mod.derivation().checks.items()}
+
+
+def latex() -> dict[str, str]:
+    """name -> LaTeX of each derived formula (for the report); see `CHECKS` for the printed comparisons."""
+    return {name: s for mod in _MODULES for name, s in mod.derivation().latex.items()}
+
+
+def mismatches() -> dict[str, Check]:
+    """The checks whose derived form differs from the paper's printed one."""
+    return {name: chk for name, chk in all_checks().items() if not chk.matches}
