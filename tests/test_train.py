@@ -1,0 +1,81 @@
+"""Algorithm 1 under a function-call budget: counts, vectorisation, non-finite handling, optax."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from helpers import flat, pytree_problem
+from ufom_bench import estimators as E
+from ufom_bench.train import inverse, to_frame, train, train_many
+
+KEY = jax.random.PRNGKey(3)
+
+
+def test_budget_and_cumulative_counts():
+    problem = pytree_problem(r=4)
+    budget = 200
+    theta, rec = jax.jit(lambda k: train(problem, E.exact_me(), problem.theta0, k, budget=budget))(KEY)
+    active = np.asarray(rec.active)
+    calls = np.asarray(rec.calls)[active]
+    per_step = 5 + 6 + 4  # r + 1 + r(r-1)/2 grads and r HVPs
+    assert np.array_equal(np.diff(np.concatenate([[0], calls])), np.full(active.sum(), per_step))
+    assert calls[-1] - per_step < budget <= calls[-1]  # stops once the budget is spent
+    assert np.all(np.asarray(rec.calls)[~active] == calls[-1])  # nothing spent after the stop
+    assert np.isfinite(np.asarray(rec.meta_grad_norm)[active]).all()
+
+
+def test_sgd_step_is_algorithm_1():
+    problem = pytree_problem(r=3)
+    est = E.exact()
+    theta1, rec = train(problem, est, problem.theta0, KEY, budget=1, schedule=inverse(10.0))
+    # replay the single step by hand: same key splitting as train
+    _, k_task, k_est = jax.random.split(KEY, 3)
+    task = problem.sample_task(k_task)
+    g, _, _ = est.estimate(problem, problem.theta0, task, k_est, ())
+    by_hand = jax.tree_util.tree_map(lambda t, d: t - 10.0 / 2.0 * d, problem.theta0, g)
+    np.testing.assert_allclose(flat(theta1), flat(by_hand), rtol=1e-12)
+    assert int(np.asarray(rec.active).sum()) == 1
+
+
+def test_train_many_matches_single_runs():
+    problem = pytree_problem(r=3)
+    starts = jax.tree_util.tree_map(lambda x: jnp.stack([x, x + 0.1, x - 0.2]), problem.theta0)
+    keys = jax.random.split(KEY, 3)
+    est = E.ufom(0.3)
+    thetas, recs = train_many(problem, est, starts, keys, budget=150)
+    for i in range(3):
+        start = jax.tree_util.tree_map(lambda x: x[i], starts)
+        theta, rec = train(problem, est, start, keys[i], budget=150)
+        np.testing.assert_allclose(flat(jax.tree_util.tree_map(lambda x: x[i], thetas)), flat(theta), rtol=1e-10)
+        np.testing.assert_array_equal(np.asarray(recs.calls[i]), np.asarray(rec.calls))
+    frame = to_frame(recs, estimator="ufom")
+    assert set(frame["run"]) == {0, 1, 2} and (frame["estimator"] == "ufom").all()
+
+
+def test_nonfinite_estimates_are_counted_and_not_applied():
+    problem = pytree_problem(alphas=jnp.full((30,), 50.0))  # a divergent inner loop at every step
+    theta, rec = train(problem, E.fom(), problem.theta0, KEY, budget=31 * 5)
+    active = np.asarray(rec.active)
+    assert int(rec.nonfinite[-1]) == 5 and active.sum() == 5 and not np.asarray(rec.finite)[active].any()
+    np.testing.assert_array_equal(flat(theta), flat(problem.theta0))
+
+
+def test_optax_optimizer_option():
+    problem = pytree_problem(r=3)
+    theta, rec = train(problem, E.exact(), problem.theta0, KEY, budget=400, optimizer=optax.adam(0.05))
+    mg = np.asarray(rec.meta_grad_norm)[np.asarray(rec.active)]
+    assert mg[-1] < mg[0]
+
+
+@pytest.mark.parametrize("budget", [0, -5, None])
+def test_bad_budget(budget):
+    problem = pytree_problem(r=3)
+    with pytest.raises(ValueError, match="budget"):
+        train(problem, E.fom(), problem.theta0, KEY, budget=budget)
+
+
+def test_bad_schedule_constant():
+    with pytest.raises(ValueError, match="c = -1"):
+        inverse(-1)

@@ -1,0 +1,182 @@
+"""Outer SGD (Algorithm 1) under a budget of function calls, with per-step records.
+
+    theta_k = theta_{k-1} - gamma_k G(theta_{k-1}, T_k),   T_k ~ p(T)
+
+The whole run is one jitted scan, so many runs vectorise with `train_many` (vmap over theta_0 and keys).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ufom_bench.estimators import Estimator
+from ufom_bench.estimators._core import COUNT, all_finite
+from ufom_bench.problem import Problem, inner_path, meta_gradient, meta_objective
+
+PyTree = Any
+Schedule = Callable[[jax.Array], jax.Array]
+
+__all__ = ["Record", "train", "train_many", "to_frame", "inverse", "inverse_sqrt", "constant"]
+
+
+def inverse(c: float = 10.0) -> Schedule:
+    """gamma_k = c / (k + 1), the schedule of the paper's synthetic experiment (c = 10); satisfies (5)."""
+    _check_positive("c", c)
+    return lambda k: c / (k + 1.0)
+
+
+def inverse_sqrt(c: float = 1.0) -> Schedule:
+    """gamma_k = c k^(-1/2), the rate setting of Theorem 1, part 2 (eq. 18)."""
+    _check_positive("c", c)
+    return lambda k: c / jnp.sqrt(k)
+
+
+def constant(c: float) -> Schedule:
+    """gamma_k = c (does not satisfy (5); for comparisons only)."""
+    _check_positive("c", c)
+    return lambda k: c * jnp.ones_like(k)
+
+
+def _check_positive(name, value):
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"step size {name} must be finite and > 0, got {name} = {value!r}")
+
+
+class Record(NamedTuple):
+    """Per-step records of a run (leading axis: step k = 1..max_steps; runs of `train_many` add an axis).
+
+    active: the step was taken (the budget was not yet spent). grad_calls, hvp_calls, calls: cumulative
+    counts after the step (calls = grads + HVPs, the paper's "function calls"). exact, q, finite: from the
+    estimate's Info. nonfinite: cumulative number of non-finite estimates (such updates are skipped).
+    loss: M_r(theta_k) when the problem has a finite task set, else L_out on the step's task at theta_k.
+    meta_grad_norm: |dM_r/dtheta(theta_k)| (exact, finite task sets only; NaN otherwise).
+    theta_norm: ||theta_k||_2.
+    """
+
+    active: jax.Array
+    grad_calls: jax.Array
+    hvp_calls: jax.Array
+    calls: jax.Array
+    exact: jax.Array
+    q: jax.Array
+    finite: jax.Array
+    nonfinite: jax.Array
+    loss: jax.Array
+    meta_grad_norm: jax.Array
+    theta_norm: jax.Array
+
+
+def _norm(tree) -> jax.Array:
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(tree)))
+
+
+def default_max_steps(problem: Problem, budget: int) -> int:
+    """The most steps a budget allows: every estimate costs at least r + 1 calls (FOM)."""
+    return int(budget) // (problem.r + 1) + 1
+
+
+def train(
+    problem: Problem,
+    estimator: Estimator,
+    theta0: PyTree,
+    key: jax.Array,
+    *,
+    budget: int,
+    schedule: Schedule | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+    max_steps: int | None = None,
+    track_meta: bool | None = None,
+) -> tuple[PyTree, Record]:
+    """Run Algorithm 1 until ``budget`` function calls (grads + HVPs) are spent or ``max_steps`` steps.
+
+    A step is taken while the calls spent so far are below the budget, so the last step may overshoot it
+    by one estimate's cost (recorded). Non-finite estimates (a divergent inner loop) are not applied:
+    they are counted in ``Record.nonfinite`` and flagged in ``Record.finite``.
+
+    Args:
+      problem, estimator: the ABLO problem and a hypergradient estimator.
+      theta0: the start. key: PRNG key for tasks and the estimator's randomness.
+      budget: function calls to spend (> 0). schedule: gamma_k as a function of k = 1, 2, ... (default
+        `inverse(10.0)`, the paper's 10/(k+1)); ignored when ``optimizer`` (an optax transformation) is given.
+      max_steps: the scan length (default: the most steps the budget allows).
+      track_meta: record M_r and |dM_r/dtheta| exactly (default: when the problem has a finite task set).
+    Returns:
+      (theta after the run, Record of arrays with one row per step).
+    """
+    if budget is None or not budget > 0:
+        raise ValueError(f"budget must be a positive number of function calls, got budget = {budget!r}")
+    max_steps = default_max_steps(problem, budget) if max_steps is None else int(max_steps)
+    if max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1, got max_steps = {max_steps}")
+    track_meta = problem.tasks is not None if track_meta is None else track_meta
+    if track_meta and problem.tasks is None:
+        raise ValueError(f"track_meta needs a finite task set, and problem {problem.name!r} has none")
+    schedule = inverse(10.0) if schedule is None else schedule
+    opt_state0 = optimizer.init(theta0) if optimizer is not None else ()
+    nan = jnp.full((), jnp.nan, jnp.result_type(float))
+
+    def step(carry, k):
+        theta, est_state, opt_state, grads, hvps, bad, key = carry
+        key, k_task, k_est = jax.random.split(key, 3)
+        active = grads + hvps < budget
+        task = problem.sample_task(k_task)
+
+        def take(_):
+            g, info, new_state = estimator.estimate(problem, theta, task, k_est, est_state)
+            ok = info.finite
+            if optimizer is None:
+                gamma = schedule(k.astype(nan.dtype))
+                new_theta = jax.tree_util.tree_map(lambda t, d: t - gamma * d, theta, g)
+                new_opt = opt_state
+            else:
+                updates, new_opt = optimizer.update(g, opt_state, theta)
+                new_theta = optax.apply_updates(theta, updates)
+            keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
+            return (keep(new_theta, theta), keep(new_state, est_state), keep(new_opt, opt_state), info)
+
+        def skip(_):
+            g, info, _ = jax.eval_shape(lambda: estimator.estimate(problem, theta, task, k_est, est_state))
+            zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), info)
+            return theta, est_state, opt_state, zeros._replace(finite=jnp.ones((), bool))
+
+        theta, est_state, opt_state, info = jax.lax.cond(active, take, skip, None)
+        grads, hvps = grads + info.grad_calls, hvps + info.hvp_calls
+        bad = bad + (~info.finite).astype(COUNT)
+        if track_meta:
+            loss, mg = meta_objective(problem, theta), _norm(meta_gradient(problem, theta))
+        else:
+            loss, mg = problem.outer_loss(theta, inner_path(problem, theta, task), task), nan
+        rec = Record(active, grads, hvps, grads + hvps, info.exact, info.q, info.finite, bad, loss, mg, _norm(theta))
+        return (theta, est_state, opt_state, grads, hvps, bad, key), rec
+
+    zero = jnp.zeros((), COUNT)
+    carry0 = (theta0, estimator.init(theta0), opt_state0, zero, zero, zero, key)
+    carry, records = jax.lax.scan(step, carry0, jnp.arange(1, max_steps + 1))
+    return carry[0], records
+
+
+def train_many(problem, estimator, theta0s, keys, **kwargs) -> tuple[PyTree, Record]:
+    """`train` vmapped over starts ``theta0s`` (leading axis) and ``keys``, jitted as one program."""
+    run = lambda th, k: train(problem, estimator, th, k, **kwargs)
+    return jax.jit(jax.vmap(run))(theta0s, keys)
+
+
+def to_frame(records: Record, **columns):
+    """Records (one run, or many with a leading run axis) as a tidy pandas frame, one row per taken step."""
+    import pandas as pd
+
+    arrays = {f: np.asarray(v) for f, v in records._asdict().items()}
+    if arrays["active"].ndim == 1:
+        arrays = {f: v[None] for f, v in arrays.items()}
+    runs, steps = arrays["active"].shape
+    frame = pd.DataFrame({f: v.reshape(runs * steps) for f, v in arrays.items()})
+    frame.insert(0, "step", np.tile(np.arange(1, steps + 1), runs))
+    frame.insert(0, "run", np.repeat(np.arange(runs), steps))
+    for name, value in columns.items():
+        frame[name] = value
+    return frame[frame["active"]].drop(columns="active").reset_index(drop=True)
