@@ -10,13 +10,14 @@ from __future__ import annotations
 from typing import Callable
 
 from ufom_bench.estimators._core import Estimator, Info
+from ufom_bench.estimators.adaptive_ufom import AdaptiveState, adaptive_ufom
 from ufom_bench.estimators.exact import exact
 from ufom_bench.estimators.exact_me import exact_me
 from ufom_bench.estimators.fom import fom
 from ufom_bench.estimators.pair import pair
 from ufom_bench.estimators.ufom import ufom
 
-__all__ = ["Estimator", "Info", "exact", "exact_me", "fom", "ufom", "pair", "get", "names", "register"]
+__all__ = ["AdaptiveState", "Estimator", "Info", "adaptive_ufom", "exact", "exact_me", "fom", "ufom", "pair", "get", "names", "register"]
 
 _REGISTRY: dict[str, Callable[..., Estimator]] = {}
 
@@ -40,5 +41,5 @@ def names() -> list[str]:
     return list(_REGISTRY)
 
 
-for _name, _factory in [("exact", exact), ("exact_me", exact_me), ("fom", fom), ("ufom", ufom)]:
+for _name, _factory in [("exact", exact), ("exact_me", exact_me), ("fom", fom), ("ufom", ufom), ("adaptive_ufom", adaptive_ufom)]:
     register(_name, _factory)
