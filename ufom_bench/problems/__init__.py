@@ -1,0 +1,66 @@
+"""Problem factories: the synthetic ones (Theorem 2 counterexample, piecewise tasks, quadratic) and their
+closed forms. Real-data problems (hypercleaning, few-shot) join here as they are written."""
+
+from ufom_bench.problems.piecewise import (
+    CounterexampleParams,
+    CounterexamplePoints,
+    PiecewiseTask,
+    counterexample,
+    counterexample_parameters,
+    counterexample_points,
+    piecewise_bias_variance,
+    piecewise_exact_gradient,
+    piecewise_fo_gradient,
+    piecewise_grad,
+    piecewise_hess,
+    piecewise_loss,
+    piecewise_tasks,
+)
+from ufom_bench.problems.quadratic import (
+    QuadraticForm,
+    QuadraticTask,
+    quadratic,
+    quadratic_bias_variance,
+    quadratic_exact_gradient,
+    quadratic_fo_gradient,
+    quadratic_inner_path,
+    quadratic_meta_form,
+    quadratic_meta_gradient,
+    quadratic_meta_objective,
+    quadratic_response,
+    quadratic_stationary_point,
+)
+from ufom_bench.problems.synthetic import BiasVariance, FiniteTaskSampler, finite_task_sampler
+
+__all__ = [
+    "BiasVariance",
+    "FiniteTaskSampler",
+    "finite_task_sampler",
+    # piecewise / counterexample (Section 5.1, Theorem 2)
+    "PiecewiseTask",
+    "piecewise_loss",
+    "piecewise_grad",
+    "piecewise_hess",
+    "piecewise_tasks",
+    "piecewise_fo_gradient",
+    "piecewise_exact_gradient",
+    "piecewise_bias_variance",
+    "CounterexampleParams",
+    "counterexample_parameters",
+    "counterexample",
+    "CounterexamplePoints",
+    "counterexample_points",
+    # quadratic
+    "QuadraticTask",
+    "QuadraticForm",
+    "quadratic",
+    "quadratic_inner_path",
+    "quadratic_exact_gradient",
+    "quadratic_fo_gradient",
+    "quadratic_response",
+    "quadratic_meta_objective",
+    "quadratic_meta_gradient",
+    "quadratic_bias_variance",
+    "quadratic_meta_form",
+    "quadratic_stationary_point",
+]

@@ -1,0 +1,139 @@
+"""Shared pieces of the synthetic problems: dtype resolution, argument checks, a finite-task sampler.
+
+The problems themselves live in `ufom_bench.problems.piecewise` (the Theorem 2 / Figure 1 counterexample)
+and `ufom_bench.problems.quadratic` (a p-dimensional problem with closed forms); both are re-exported from
+`ufom_bench.problems`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import numbers
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+PyTree = Any
+
+__all__ = ["BiasVariance", "FiniteTaskSampler", "finite_task_sampler", "resolve_dtype"]
+
+
+class BiasVariance(NamedTuple):
+    """The two moments of Section 4.2 at one theta, exact over a finite task set.
+
+    Attributes:
+      d2: E_T ||G_FO(theta, T) - grad_theta L_out(theta, U^(r)(theta, T), T)||^2 (the integrand of eq. 14).
+      v2: E_T ||grad_theta L_out(theta, U^(r)(theta, T), T)||^2 (the integrand of eq. 16).
+    """
+
+    d2: jax.Array
+    v2: jax.Array
+
+
+def resolve_dtype(dtype) -> np.dtype:
+    """``dtype`` as a floating numpy dtype; None means JAX's default float (float64 under x64, else float32)."""
+    dt = jnp.result_type(float) if dtype is None else np.dtype(dtype)
+    if not np.issubdtype(dt, np.floating):
+        raise ValueError(f"dtype must be a floating dtype, got dtype = {dtype!r}")
+    return dt
+
+
+def finite_task_sampler(tasks: PyTree, probs: jax.Array) -> "FiniteTaskSampler":
+    """A ``sample_task(key)`` drawing row i of ``tasks`` (leaves stacked on axis 0) with probability probs[i].
+
+    Pure JAX (an index from `jax.random.choice`, then indexing every leaf), so it works under jit and vmap.
+    The sampler holds ``tasks`` and ``probs``: a `Problem.replace(tasks=...)` does not change what it draws.
+    Two samplers over equal arrays compare (and hash) equal, so a jitted function taking a `Problem` (whose
+    functions are static) is not recompiled for a new problem that differs only in its array leaves
+    (e.g. step sizes); a closure would compare by identity and force a recompile per problem.
+    """
+    return FiniteTaskSampler(tasks, probs)
+
+
+class FiniteTaskSampler:
+    """See `finite_task_sampler`. Equality and hash come from a digest of the arrays (taken once)."""
+
+    def __init__(self, tasks: PyTree, probs):
+        self.tasks = tasks
+        self.probs = jnp.asarray(probs)
+        self.num_tasks = jax.tree_util.tree_leaves(tasks)[0].shape[0]
+        leaves, treedef = jax.tree_util.tree_flatten((tasks, self.probs))
+        if any(isinstance(x, jax.core.Tracer) for x in leaves):
+            self._key = ("id", id(self))  # built under a transformation: identity semantics
+        else:
+            h = hashlib.blake2b(str(treedef).encode(), digest_size=20)
+            for leaf in leaves:
+                arr = np.ascontiguousarray(np.asarray(leaf))
+                h.update(f"{arr.dtype.str}{arr.shape}".encode())
+                h.update(arr.view(np.uint8).ravel())
+            self._key = ("digest", h.hexdigest())
+
+    def __call__(self, key: jax.Array) -> PyTree:
+        i = jax.random.choice(key, self.num_tasks, p=self.probs)
+        return jax.tree_util.tree_map(lambda x: x[i], self.tasks)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, FiniteTaskSampler) and self._key == other._key
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __repr__(self) -> str:
+        return f"FiniteTaskSampler(num_tasks={self.num_tasks}, {self._key[0]}={self._key[1]!s:.12})"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Argument checks (ValueError naming the bad value).
+
+
+def check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {name} = {value!r}")
+    return int(value)
+
+
+def check_positive(name: str, value) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a finite number > 0, got {name} = {value!r}") from None
+    if not (np.isfinite(x) and x > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {name} = {value!r}")
+    return x
+
+
+def check_finite(name: str, value) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a finite number, got {name} = {value!r}") from None
+    if not np.isfinite(x):
+        raise ValueError(f"{name} must be a finite number, got {name} = {value!r}")
+    return x
+
+
+def check_vector(name: str, value, n: int | None = None) -> np.ndarray:
+    """A 1-D float64 numpy array of finite numbers (of length n when given)."""
+    try:
+        x = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a 1-D sequence of numbers, got {name} = {value!r}") from None
+    if x.ndim != 1 or x.shape[0] < 1:
+        raise ValueError(f"{name} must be a non-empty 1-D sequence of numbers, got {name} = {value!r}")
+    if n is not None and x.shape[0] != n:
+        raise ValueError(f"{name} must have length {n} (one per task), got {x.shape[0]}: {name} = {value!r}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{name} must be finite, got {name} = {value!r}")
+    return x
+
+
+def check_probs(probs, n: int) -> np.ndarray:
+    """Task probabilities: uniform when None, else n non-negative numbers summing to 1."""
+    if probs is None:
+        return np.full((n,), 1.0 / n)
+    p = check_vector("probs", probs, n)
+    if np.any(p < 0) or abs(p.sum() - 1.0) > 1e-6:
+        raise ValueError(f"probs must be non-negative and sum to 1, got probs = {probs!r}")
+    return p
