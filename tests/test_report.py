@@ -1,0 +1,180 @@
+"""report/: the PDF builder and the theory section, checked through the PDF's own text (report.pdf_text)."""
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import seaborn as sns  # noqa: E402
+from reportlab.platypus import Flowable  # noqa: E402
+
+import theory  # noqa: E402
+from report import Report, add_theory_section, pdf_page_count, pdf_text, q_star_table, sanitize  # noqa: E402
+from report.theory_section import Q_TABLE_TITLE, SECTION_TITLE  # noqa: E402
+
+CLAIMS = [
+    {"claim": "UFOM is unbiased", "source": "Lemma 1", "measured": "|z| = 0.8 (n = 4000)",
+     "criterion": "|z| < 4", "verdict": "holds"},
+    {"claim": "E||G_UFO||^2 <= D^2 (1/q - 1) + V^2", "source": "Lemma 1", "measured": "1.31 ± 0.05",
+     "criterion": "<= bound + 4 s.e.", "verdict": "fails", "note": "bound from estimated D^2, V^2"},
+    {"claim": "q* < 1 iff (20)", "source": "Section 4.4", "measured": "6/8 configs",
+     "criterion": "all configs", "verdict": "inconclusive"},
+]
+
+
+def _seaborn_figure(title: str):
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"q": np.repeat([0.1, 0.3, 1.0], 10), "estimator": np.tile(["ufom", "fom"], 15)})
+    df["variance"] = 1 / df.q * (1 + 0.1 * rng.standard_normal(len(df)))
+    fig, ax = plt.subplots(figsize=(5, 3))
+    sns.lineplot(df, x="q", y="variance", hue="estimator", ax=ax)
+    ax.set(xlabel="q", ylabel="variance")
+    ax.set_title(title)
+    return fig
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory):
+    rep = Report("ufom-bench test report", "UFOM against its theory", author="tests")
+    rep.section("Estimators")
+    rep.paragraph("UFOM is unbiased for every q; its variance grows like 1/q (Lemma 1). θ, ξ and D² < V².")
+    rep.figure(_seaborn_figure("Variance against q"), caption="Variance follows 1/q.")
+    grid = sns.relplot(pd.DataFrame({"x": [1, 2, 3], "y": [3, 1, 2], "k": ["a", "b", "a"]}),
+                       x="x", y="y", col="k", height=2)
+    rep.figure(grid, caption="A FacetGrid.", title="Per-seed values by group")
+    rep.table(pd.DataFrame({"estimator": ["fom", "ufom"], "variance": [1.23456, np.nan], "exact": [False, True]}),
+              caption="Summary.", title="Variance summary")
+    rep.claims_table(CLAIMS)
+    add_theory_section(rep)
+    rep.section("Provenance")
+    rep.provenance({"git": {"commit": "0123456789abcdef" * 2 + "01234567"}, "versions": {"jax": "0.4.30"}})
+    path = rep.build(tmp_path_factory.mktemp("rep") / "sub" / "report.pdf")
+    return rep, path
+
+
+def test_report_builds_with_expected_text(full_report):
+    rep, path = full_report
+    with open(path, "rb") as f:
+        assert f.read(5) == b"%PDF-"
+    text = pdf_text(path)
+    for s in ["ufom-bench test report", "UFOM against its theory", "Variance against q",
+              "Per-seed values by group", "Variance summary", "Claims and verdicts", "holds", "fails",
+              "inconclusive", "1 holds, 1 fails, 1 inconclusive", SECTION_TITLE, "prop1_grad_calls",
+              "iterations_to_delta", Q_TABLE_TITLE, "Provenance", "0123456789abcdef", "θ, ξ and D² < V²"]:
+        assert s in text, s
+    assert pdf_page_count(path) >= 2
+    assert f"Page 1 of {pdf_page_count(path)}" in text
+
+
+def test_theory_formulas_all_typeset(full_report):
+    rep, _ = full_report
+    assert rep.formula_fallbacks == []  # every theory.latex() / CHECKS formula goes through mathtext
+
+
+def test_theory_section_reports_mismatches(full_report):
+    _, path = full_report
+    text = pdf_text(path)
+    assert "Where the derivation differs from the paper" in text
+    for name, chk in theory.CHECKS.items():
+        assert name in text, name
+    # the mismatch's note, in the checks table (wrapped lines are joined by newlines in pdf_text)
+    assert "NO" in text.split()
+
+
+def test_q_star_table_against_theory():
+    df = q_star_table(r=10, ratios=(0.01, 0.5))
+    cd, cr = theory.costs(10)
+    assert df.iloc[0, 1] == "yes" and df.iloc[1, 1] == "no"  # (20) at D^2/V^2 = 0.01 and 0.5, r = 10
+    assert float(df.iloc[0, 2]) == pytest.approx(float(theory.optimal_q(0.01, 1.0, cd, cr)), rel=1e-2)
+    assert df.iloc[1, 2] == "1"
+
+
+def test_failed_build_leaves_target_untouched(tmp_path):
+    target = tmp_path / "report.pdf"
+    target.write_bytes(b"old report")
+
+    class Boom(Flowable):  # raises while the document is being laid out and drawn
+        def wrap(self, aw, ah):
+            return aw, 10
+
+        def draw(self):
+            raise RuntimeError("boom mid-build")
+
+    rep = Report("atomic")
+    rep.section("Before")
+    rep.paragraph("Text that is laid out before the failure. " * 200)
+    rep.add(Boom())
+    with pytest.raises(RuntimeError, match="boom mid-build"):
+        rep.build(target)
+    assert target.read_bytes() == b"old report"
+    assert sorted(os.listdir(tmp_path)) == ["report.pdf"]  # no temporary file left behind
+
+
+def test_figure_that_fails_to_save_does_not_touch_target(tmp_path):
+    target = tmp_path / "report.pdf"
+    fig = _seaborn_figure("Broken")
+
+    def broken_savefig(*args, **kwargs):
+        raise OSError("disk full while saving the figure")
+
+    fig.savefig = broken_savefig
+    rep = Report("atomic")
+    with pytest.raises(OSError, match="disk full"):
+        rep.figure(fig)  # figures are rendered when added: the error points at the call that added it
+        rep.build(target)
+    assert not target.exists() and os.listdir(tmp_path) == []
+    rep.paragraph("The report is still usable after the failed figure.")
+    rep.build(target)
+    assert "still usable" in pdf_text(target)
+
+
+def test_formula_sanitize_and_fallback(tmp_path):
+    rep = Report("formulas")
+    assert rep.formula(r"\|x\|^2 \le y \iff \tfrac{1}{2} \ge \lVert z \rVert", "(1)")
+    assert not rep.formula(r"\begin{aligned} a &= b \end{aligned}", "aligned")
+    assert [fb.label for fb in rep.formula_fallbacks] == ["aligned"]
+    path = rep.build(tmp_path / "f.pdf")
+    text = pdf_text(path)
+    assert r"\begin{aligned}" in text and "(1)" in text
+    assert sanitize(r"$\frac{a}{b^{\frac{1}{2}}} \le \left(x\right)$") == r"\dfrac{a}{b^{\frac{1}{2}}} \leq \left(x\right)"
+
+
+def test_claims_table_validates_rows():
+    rep = Report("claims")
+    with pytest.raises(ValueError, match="verdict"):
+        rep.claims_table([{"claim": "x", "verdict": "maybe"}])
+    with pytest.raises(ValueError, match="unknown keys"):
+        rep.claims_table([{"claim": "x", "verdict": "holds", "verdcit": "holds"}])
+
+
+def test_text_escapes_and_invariant_builds(tmp_path):
+    def build(name, compress):
+        rep = Report("escapes (a) \\ b", date="")
+        rep.section("Markup-looking text")
+        rep.paragraph("if D^2 < V^2 & q > 0 then (f(x)) \\ done; ε ≤ 1")
+        return rep.build(tmp_path / name, invariant=True, compress=compress)
+
+    a, b, c = build("a.pdf", True), build("b.pdf", True), build("c.pdf", False)
+    assert a.read_bytes() == b.read_bytes()  # invariant builds are reproducible
+    for p in (a, c):
+        text = pdf_text(p)
+        assert "escapes (a) \\ b" in text
+        assert "if D^2 < V^2 & q > 0 then (f(x)) \\ done; ε ≤ 1" in text
+
+
+def test_long_table_starts_under_its_heading(tmp_path):
+    """A table longer than a page starts on the page of its section heading and repeats its header."""
+    rep = Report("layout")
+    rep.section("Short")
+    rep.paragraph("Some text.")
+    rep.section("Long table")
+    rep.table(pd.DataFrame({"seed": range(120), "value": np.linspace(0, 1, 120)}), title="Long", max_rows=None)
+    text = pdf_text(rep.build(tmp_path / "long.pdf"))
+    page1 = text.split("Page 2 of")[0]
+    assert "2 Long table" in page1 and "Table 1. Long" in page1 and "\n0\n" in page1
+    assert text.count("seed") >= 2  # header repeated on the next page
