@@ -1,0 +1,44 @@
+"""Experiment definitions: each is (configs(scale) -> list of dicts, cell(config) -> DataFrame), run as a sweep."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pandas as pd
+
+from simulations import claims, synthetic
+
+SCALES = tuple(synthetic.SCALES)
+
+
+def _fixed(*configs):
+    return lambda scale: [{**c, "scale": scale} for c in configs if synthetic.check_scale(scale)]
+
+
+EXPERIMENTS: dict[str, tuple[Callable[[str], list[dict]], Callable[[dict], pd.DataFrame], str]] = {
+    **{name: ((lambda scale, name=name: synthetic.configs(name, scale)), cell, doc)
+       for name, cell, doc in [
+           ("fig1a", synthetic.cell_fig1a, "Figure 1a-b: task losses and M_r on the counterexample"),
+           ("fig1bc", synthetic.cell_fig1bc, "Figure 1b-c: FOM vs UFOM (q = 0.1) outer SGD on the counterexample"),
+           ("fig1d", synthetic.cell_fig1d, "Figure 1d: D^2 and V^2 against alpha, with D_bound^2"),
+           ("fig1e", synthetic.cell_fig1e, "Figure 1e: theory q* vs empirical best q against alpha"),
+           ("fig1f", synthetic.cell_fig1f, "Figure 1f: q = 0, q*, 1 against function calls at alpha = 0.01"),
+           ("ext_r", synthetic.cell_ext_r, "Extension: D^2, V^2 and q* against r"),
+       ]},
+    "claims": (_fixed({"seed": 0}), claims.cell_claims, "Unbiasedness, Lemma 1's identity, Proposition 1"),
+}
+
+
+def check_experiment(name: str) -> str:
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
+    return name
+
+
+def run(name: str, scale: str = "default", out_dir: str = "results", executor=None, progress: bool = True):
+    """Run (or resume) experiment ``name`` at ``scale``; returns its tidy table (also results/<name>.parquet)."""
+    from ufom_bench.sweep import run_sweep
+
+    configs, cell, _ = EXPERIMENTS[check_experiment(name)]
+    synthetic.check_scale(scale)
+    return run_sweep(name, cell, configs(scale), out_dir=out_dir, executor=executor, progress=progress)

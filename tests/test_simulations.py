@@ -1,0 +1,64 @@
+"""Every experiment at smoke scale through the sweep, the columns the report reads, and the PDF itself."""
+
+import numpy as np
+import pytest
+
+import simulations
+from report.document import pdf_text
+from ufom_bench.cli import main
+
+NEEDED = {
+    "fig1a": {"x", "f1", "f2", "M_r"},
+    "fig1bc": {"estimator", "record", "step", "grad_q10", "grad_q50", "grad_q90", "theta", "grad_final", "nonfinite"},
+    "fig1d": {"alpha", "D2", "V2", "D_bound2", "q_theory", "nonfinite"},
+    "fig1e": {"alpha", "q", "calls_to_target", "q_theory", "target", "nonfinite"},
+    "fig1f": {"q", "calls", "grad_q10", "grad_q50", "grad_q90", "grad_sq_mean"},
+    "ext_r": {"r", "D2", "V2", "q_theory"},
+    "claims": {"claim", "source", "measured", "criterion", "verdict"},
+}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    pdf = out / "report.pdf"
+    assert main(["report", "--scale", "smoke", "--out", str(out), "--pdf", str(pdf)]) == 0
+    return out, pdf
+
+
+@pytest.mark.parametrize("name", list(simulations.EXPERIMENTS))
+def test_experiment_has_the_report_columns(smoke, name):
+    out, _ = smoke
+    table = simulations.run(name, "smoke", str(out), progress=False)  # resumes: nothing recomputed
+    assert NEEDED[name] <= set(table.columns)
+    assert len(table) > 0 and (table["scale"] == "smoke").all()
+    assert any(c.startswith("prov_") for c in table.columns)
+
+
+def test_report_pdf_holds_the_claims_and_every_figure(smoke):
+    _, pdf = smoke
+    text = pdf_text(pdf)
+    assert pdf.read_bytes().startswith(b"%PDF")
+    for needle in ["Claims and verdicts", "Proposition 1", "Theorem 2", "Theorem 1", "Lemma 1",
+                   "Theory (derived with sympy)"]:
+        assert needle in text, needle
+    for panel in ["1a-b", "1b", "1c", "1d", "1e", "1f"]:
+        assert f"Paper's Figure {panel}:" in text, panel
+    assert "D^2, V^2 and q* against r" in text
+
+
+def test_exact_claims_hold_even_at_smoke_scale(smoke):
+    """Proposition 1 and D^2 <= D_bound^2 are exact statements: they must hold at any scale."""
+    out, _ = smoke
+    claims = simulations.run("claims", "smoke", str(out), progress=False)
+    prop1 = claims[claims["source"] == "Proposition 1"]
+    assert len(prop1) == 4 and (prop1["verdict"] == "holds").all()
+    d = simulations.run("fig1d", "smoke", str(out), progress=False)
+    assert np.all(d["D2"] <= d["D_bound2"])
+
+
+def test_unknown_experiment_and_scale_are_named(capsys):
+    assert main(["run", "fig9z", "--scale", "smoke"]) == 2
+    assert "fig9z" in capsys.readouterr().err
+    assert main(["report", "--scale", "huge"]) == 2
+    assert "huge" in capsys.readouterr().err
