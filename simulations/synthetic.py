@@ -36,8 +36,8 @@ SCALES = {
     # runs/steps of panels c, e, f; grid sizes of d and e; the r values of the extension
     "smoke": dict(runs_c=8, steps_c=300, n_alpha=3, n_theta=201, runs_e=32, steps_e=100, n_q=4, runs_f=16,
                   budget_f=3_000, r_values=(2, 10)),
-    "default": dict(runs_c=100, steps_c=10_000, n_alpha=10, n_theta=2_001, runs_e=500, steps_e=100, n_q=20,
-                    runs_f=500, budget_f=40_000, r_values=(1, 2, 5, 10, 20, 50)),
+    "default": dict(runs_c=100, steps_c=10_000, n_alpha=10, n_theta=5_001, runs_e=1_000, steps_e=100, n_q=20,
+                    runs_f=1_000, budget_f=40_000, r_values=(1, 2, 5, 10, 20, 50)),
     "paper": dict(runs_c=100, steps_c=10_000, n_alpha=10, n_theta=10_001, runs_e=2_000, steps_e=100, n_q=20,
                   runs_f=2_000, budget_f=100_000, r_values=(1, 2, 5, 10, 20, 50, 100)),
 }
