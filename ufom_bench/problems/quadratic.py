@@ -100,19 +100,8 @@ def _step_sizes(r, alpha, step_sizes) -> np.ndarray:
     if step_sizes is not None:
         if alpha is not None:
             raise ValueError(f"give alpha or step_sizes, not both: got alpha = {alpha!r} and step_sizes")
-        try:
-            s = np.asarray(step_sizes, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"step_sizes must be 1-D numbers, got step_sizes = {step_sizes!r}") from None
-        if s.ndim != 1 or s.shape[0] < 1:
-            raise ValueError(f"step_sizes must be a non-empty 1-D array, got shape {s.shape}")
-        bad = np.flatnonzero(~(np.isfinite(s) & (s > 0)))
-        if bad.size:
-            j = bad[0]
-            raise ValueError(
-                f"step sizes must be finite and > 0, got alpha_{j + 1} = {float(s[j])!r} (step_sizes[{j}])"
-            )
-        if r is not None and check_int("r", r, 1) != s.shape[0]:
+        s = np.asarray(step_sizes)  # values are validated by Problem (finite, > 0, 1-D, r >= 1)
+        if r is not None and s.ndim == 1 and check_int("r", r, 1) != s.shape[0]:
             raise ValueError(f"r = {r!r} does not match len(step_sizes) = {s.shape[0]}")
         return s
     r = 10 if r is None else check_int("r", r, 1)
