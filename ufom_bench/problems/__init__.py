@@ -1,6 +1,12 @@
 """Problem factories: the synthetic ones (Theorem 2 counterexample, piecewise tasks, quadratic) and their
 closed forms. Real-data problems (hypercleaning, few-shot) join here as they are written."""
 
+from ufom_bench.problems.hypercleaning import (
+    HypercleaningMetrics,
+    HypercleaningTask,
+    hypercleaning,
+    hypercleaning_metrics,
+)
 from ufom_bench.problems.piecewise import (
     CounterexampleParams,
     CounterexamplePoints,
@@ -33,6 +39,10 @@ from ufom_bench.problems.quadratic import (
 from ufom_bench.problems.synthetic import BiasVariance, FiniteTaskSampler, finite_task_sampler
 
 __all__ = [
+    "HypercleaningTask",
+    "HypercleaningMetrics",
+    "hypercleaning",
+    "hypercleaning_metrics",
     "BiasVariance",
     "FiniteTaskSampler",
     "finite_task_sampler",
