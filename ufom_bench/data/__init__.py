@@ -12,7 +12,29 @@ from ufom_bench.data.mnist import (
     splits,
 )
 
+from ufom_bench.data.fewshot import (
+    FewShotSplits,
+    Task,
+    TaskSampler,
+    cifar_fs,
+    omniglot,
+    sample_task,
+    sinusoid,
+    split_classes,
+)
+from ufom_bench.data.glyphs import build_glyphs, glyphs
+
 __all__ = [
+    "FewShotSplits",
+    "Task",
+    "TaskSampler",
+    "build_glyphs",
+    "cifar_fs",
+    "glyphs",
+    "omniglot",
+    "sample_task",
+    "sinusoid",
+    "split_classes",
     "DataError",
     "IdxMnist",
     "Split",
