@@ -1,0 +1,6 @@
+"""The asv benchmark suite of ufom-bench (asv.conf.json at the repository root; README.md, "Benchmarks").
+
+Modules: estimate (time, compile time, counted calls and temp bytes per estimator x r x problem),
+cost_model (wall time against Proposition 1), autodiff (Algorithm 2 against jax.grad through the loop),
+throughput (Monte Carlo hypergradient samples per second). Shared sizes and helpers: _common, _problems.
+"""
