@@ -1,0 +1,170 @@
+"""The few-shot problem (issue 7, item 2): exact gradients against finite differences (float64, tiny conv
+net), model shapes and jit, the sinusoid problem, meta-batches, and no recompilation across meta-steps."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from ufom_bench import estimators
+from ufom_bench.data.fewshot import TaskSampler
+from ufom_bench.problem import inner_path
+from ufom_bench.problems.fewshot import conv4_apply, conv4_init, fewshot, meta_batch_estimate, mlp_apply, mlp_init, sinusoid
+
+
+def _tiny_sampler(n_classes=4, per_class=3, size=8, seed=0):
+    rng = np.random.default_rng(seed)
+    return TaskSampler.from_numpy(rng.integers(0, 256, (n_classes, per_class, size, size), dtype=np.uint8), name="tiny")
+
+
+def _tiny_problem(norm="batch", **kw):
+    params = dict(m=2, k=1, r=2, alpha=0.4, filters=2, norm=norm, dtype=jnp.float64)
+    params.update(kw)
+    return fewshot(_tiny_sampler(), **params)
+
+
+def _fd_gradient(problem, theta, task, h=1e-5):
+    """Central differences of L_out(theta, U_r(theta, T), T) over every coordinate of the raveled theta."""
+    flat, unravel = ravel_pytree(theta)
+
+    def f(x):
+        th = unravel(x)
+        return problem.outer_loss(th, inner_path(problem, th, task), task)
+
+    eye = jnp.eye(flat.size, dtype=flat.dtype)
+    values = jax.jit(jax.vmap(lambda e: f(flat + e)))(jnp.concatenate([h * eye, -h * eye]))
+    return (values[: flat.size] - values[flat.size:]) / (2 * h)
+
+
+def test_exact_matches_finite_differences():
+    problem = _tiny_problem("batch")  # the default normalisation (per-example "layer" is checked for shape)
+    theta = problem.theta0
+    task = problem.sample_task(jax.random.PRNGKey(3))
+    assert ravel_pytree(theta)[0].size < 200  # small enough for FD over all coordinates
+    fd = _fd_gradient(problem, theta, task)
+    g, info, _ = jax.jit(estimators.exact().estimate)(problem, theta, task, jax.random.PRNGKey(0), ())
+    g = ravel_pytree(g)[0]
+    rel = float(jnp.linalg.norm(g - fd) / jnp.linalg.norm(fd))
+    assert rel <= 1e-6, rel
+    assert (int(info.grad_calls), int(info.hvp_calls)) == (problem.r + 1, problem.r)
+    g_me, info_me, _ = jax.jit(estimators.exact_me().estimate)(problem, theta, task, jax.random.PRNGKey(0), ())
+    np.testing.assert_allclose(ravel_pytree(g_me)[0], g, rtol=1e-10, atol=1e-12)
+    assert int(info_me.grad_calls) == problem.r + 1 + problem.r * (problem.r - 1) // 2
+
+
+def test_conv4_shapes_and_jit():
+    theta = conv4_init(0, (28, 28, 1), 5, filters=4, dtype=jnp.float32)
+    assert theta["head"]["w"].shape == (2 * 2 * 4, 5)  # 28 -> 14 -> 7 -> 4 -> 2
+    assert theta["block0"]["w"].shape == (3, 3, 1, 4) and theta["block3"]["w"].shape == (3, 3, 4, 4)
+    assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(theta))
+    x = jax.random.uniform(jax.random.PRNGKey(0), (7, 28, 28, 1), jnp.float32)
+    for norm in ("batch", "layer"):
+        out = jax.jit(conv4_apply, static_argnames="norm")(theta, x, norm=norm)
+        assert out.shape == (7, 5) and out.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(out)))
+    # per-example normalisation: a prediction does not depend on the rest of the batch; batch norm does
+    lay = conv4_apply(theta, x, "layer")
+    np.testing.assert_allclose(conv4_apply(theta, x[:1], "layer"), lay[:1], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(conv4_apply(theta, x[:2], "batch"), conv4_apply(theta, x, "batch")[:2], atol=1e-4)
+    theta_none = conv4_init(0, (28, 28, 3), 5, filters=4, norm="none")
+    assert "b" in theta_none["block0"] and "scale" not in theta_none["block0"]
+    assert conv4_apply(theta_none, jnp.ones((2, 28, 28, 3)), "none").shape == (2, 5)
+
+
+def test_mlp_shapes_and_jit():
+    theta = mlp_init(0, 1, 1)
+    assert [theta[k]["w"].shape for k in ("dense0", "dense1", "out")] == [(1, 40), (40, 40), (40, 1)]
+    out = jax.jit(mlp_apply)(theta, jnp.ones((10, 1)))
+    assert out.shape == (10, 1)
+    # the MLP on images flattens them
+    problem = fewshot(_tiny_sampler(), model="mlp", m=3, k=1, r=2, hidden=(8,))
+    assert problem.theta0["dense0"]["w"].shape == (64, 8) and problem.theta0["out"]["w"].shape == (8, 3)
+    task = problem.sample_task(jax.random.PRNGKey(0))
+    g, _, _ = jax.jit(estimators.fom().estimate)(problem, problem.theta0, task, jax.random.PRNGKey(0), ())
+    assert jax.tree_util.tree_structure(g) == jax.tree_util.tree_structure(problem.theta0)
+
+
+def test_sinusoid_problem_runs_with_fom_and_exact():
+    problem = sinusoid(k=5, r=3, alpha=0.01)
+    task = problem.sample_task(jax.random.PRNGKey(0))
+    assert task.support_x.shape == (5, 1) and task.query_y.shape == (5, 1)
+    for est in (estimators.fom(), estimators.exact()):
+        g, info, _ = jax.jit(est.estimate)(problem, problem.theta0, task, jax.random.PRNGKey(1), ())
+        assert bool(info.finite)
+        assert jax.tree_util.tree_structure(g) == jax.tree_util.tree_structure(problem.theta0)
+    # the outer loss is the query MSE at phi_r
+    phi = inner_path(problem, problem.theta0, task)
+    pred = mlp_apply(phi, task.query_x)
+    np.testing.assert_allclose(problem.outer_loss(problem.theta0, phi, task), jnp.mean((pred - task.query_y) ** 2))
+
+
+def test_meta_batch_average_and_counts():
+    problem = _tiny_problem()
+    key = jax.random.PRNGKey(5)
+    est = estimators.exact()
+    g, info, _ = jax.jit(meta_batch_estimate, static_argnums=(0, 5))(est, problem, problem.theta0, key, (), 3)
+    # the same tasks by hand
+    k_tasks, _ = jax.random.split(key)
+    singles = [est.estimate(problem, problem.theta0, problem.sample_task(kk), key, ())[0]
+               for kk in jax.random.split(k_tasks, 3)]
+    mean = jax.tree_util.tree_map(lambda *x: sum(x) / 3, *singles)
+    np.testing.assert_allclose(ravel_pytree(g)[0], ravel_pytree(mean)[0], rtol=1e-9, atol=1e-12)
+    assert (int(info.grad_calls), int(info.hvp_calls)) == (3 * (problem.r + 1), 3 * problem.r)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_meta_batch_ufom_counts_follow_branches(shared):
+    problem = _tiny_problem(r=3)
+    r, B = problem.r, 6
+    fn = jax.jit(lambda key: meta_batch_estimate(estimators.ufom(q=0.5), problem, problem.theta0, key, (), B,
+                                                 shared_key=shared))
+    seen = set()
+    for i in range(8):
+        _, info, _ = fn(jax.random.PRNGKey(i))
+        n_exact = int(info.hvp_calls) // r  # tasks whose exact branch ran
+        assert int(info.grad_calls) == B * (r + 1) + n_exact * r * (r - 1) // 2
+        if shared:
+            assert n_exact in (0, B)
+        seen.add(n_exact)
+    assert len(seen) > 1
+
+
+def test_adaptive_ufom_state_reduced_over_meta_batch():
+    problem = _tiny_problem()
+    est = estimators.adaptive_ufom(q_min=1.0)  # always exact: every task updates
+    _, _, state = meta_batch_estimate(est, problem, problem.theta0, jax.random.PRNGKey(0), est.init(problem.theta0), 4)
+    assert int(state.k_upd) == 1 and state.d2_sm.shape == () and float(state.d2_sm) > 0
+
+
+def test_no_recompilation_across_meta_steps():
+    problem = _tiny_problem()
+    traces = []
+
+    for est in (estimators.fom(), estimators.ufom(q=0.3)):
+        traces.clear()
+
+        @jax.jit
+        def meta_step(theta, key):
+            traces.append(1)  # Python side effect: runs only when traced
+            g, info, _ = meta_batch_estimate(est, problem, theta, key, (), 4)
+            return jax.tree_util.tree_map(lambda t, d: t - 0.1 * d, theta, g), info
+
+        theta = problem.theta0
+        for i in range(4):
+            theta, info = meta_step(theta, jax.random.PRNGKey(i))
+        assert len(traces) == 1
+        assert bool(jnp.all(jnp.isfinite(ravel_pytree(theta)[0])))
+
+
+def test_bad_arguments():
+    s = _tiny_sampler()
+    with pytest.raises(ValueError, match="model"):
+        fewshot(s, model="resnet", m=2)
+    with pytest.raises(ValueError, match="norm"):
+        fewshot(s, m=2, norm="instance")
+    with pytest.raises(ValueError, match="k \\+ k_query"):
+        fewshot(s, m=2, k=3, k_query=1)
+    with pytest.raises(ValueError, match="alpha"):
+        fewshot(s, m=2, r=3, alpha=[0.1, 0.2])
+    with pytest.raises(ValueError, match="sampler"):
+        fewshot(lambda key: None, m=2)
