@@ -105,8 +105,8 @@ def test_meta_batch_average_and_counts():
     g, info, _ = jax.jit(meta_batch_estimate, static_argnums=(0, 5))(est, problem, problem.theta0, key, (), 3)
     # the same tasks by hand
     k_tasks, _ = jax.random.split(key)
-    singles = [est.estimate(problem, problem.theta0, problem.sample_task(kk), key, ())[0]
-               for kk in jax.random.split(k_tasks, 3)]
+    one = jax.jit(est.estimate)
+    singles = [one(problem, problem.theta0, problem.sample_task(kk), key, ())[0] for kk in jax.random.split(k_tasks, 3)]
     mean = jax.tree_util.tree_map(lambda *x: sum(x) / 3, *singles)
     np.testing.assert_allclose(ravel_pytree(g)[0], ravel_pytree(mean)[0], rtol=1e-9, atol=1e-12)
     assert (int(info.grad_calls), int(info.hvp_calls)) == (3 * (problem.r + 1), 3 * problem.r)
@@ -132,7 +132,8 @@ def test_meta_batch_ufom_counts_follow_branches(shared):
 def test_adaptive_ufom_state_reduced_over_meta_batch():
     problem = _tiny_problem()
     est = estimators.adaptive_ufom(q_min=1.0)  # always exact: every task updates
-    _, _, state = meta_batch_estimate(est, problem, problem.theta0, jax.random.PRNGKey(0), est.init(problem.theta0), 4)
+    fn = jax.jit(meta_batch_estimate, static_argnums=(0, 5))
+    _, _, state = fn(est, problem, problem.theta0, jax.random.PRNGKey(0), est.init(problem.theta0), 4)
     assert int(state.k_upd) == 1 and state.d2_sm.shape == () and float(state.d2_sm) > 0
 
 
