@@ -29,22 +29,25 @@ R_AUTODIFF = (1, 2) if TINY else (10, 100, 1000)
 R_UNROLLED_MAX = 1 if TINY else 100  # a Python-unrolled loop of r steps compiles in ~20 s at r = 100 (mlp)
 
 REPEATS = 2 if TINY else 15  # timed repetitions in the setup_cache measurements (the minimum is kept)
-CHAIN = 2 if TINY else 100  # calls per chain when measuring the marginal cost of one grad / one HVP
+# Calls per chain when measuring the marginal cost of one grad / one HVP (tiny problems need long chains for
+# the difference of two chains' times to rise above timer noise).
+CHAIN = 1000 if TINY else 100
 
 # ------------------------------------------------------------------------------------------- grids
 
 PROBLEMS = ("quadratic", "counterexample", "mlp")
 # Every registered estimator (tests/test_benchmarks.py checks this against ufom_bench.estimators.names()).
-ESTIMATORS = ("exact", "exact_me", "fom", "ufom", "adaptive_ufom")
+ESTIMATORS = ("exact", "exact_me", "fom", "ufom", "adaptive_ufom", "reptile")
 # The estimators' parameters in every benchmark: ufom's default q, adaptive_ufom's defaults (q_min = 0.05).
 ESTIMATOR_PARAMS = {"ufom": {"q": 0.1}}
 # Timed labels: UFOM and adaptive UFOM with the coin fixed by the PRNG key, xi = 0 (FOM branch) or
 # xi = 1 (exact branch); "ufom" and "adaptive_ufom" alone mean "over the coin" (benchmarks.estimate
 # .EstimateExpected times them at their expectation; counts are averaged over a cycle of keys).
-TIMED = ("exact", "exact_me", "fom", "ufom[xi=0]", "ufom[xi=1]", "adaptive_ufom[xi=0]", "adaptive_ufom[xi=1]")
+TIMED = ("exact", "exact_me", "fom", "ufom[xi=0]", "ufom[xi=1]", "adaptive_ufom[xi=0]", "adaptive_ufom[xi=1]",
+         "reptile")
 EXPECTED = ("ufom", "adaptive_ufom")
 COUNTED = ("exact", "exact_me", "fom", "ufom[xi=0]", "ufom[xi=1]", "ufom",
-           "adaptive_ufom[xi=0]", "adaptive_ufom[xi=1]", "adaptive_ufom")
+           "adaptive_ufom[xi=0]", "adaptive_ufom[xi=1]", "adaptive_ufom", "reptile")
 # Keys per expectation cycle: q N is an integer for ufom (q = 0.1: 2 exact draws in 20) and for
 # adaptive_ufom at its initial state (q = q_min = 0.05: 1 in 20), so the mean over one cycle of
 # consecutive estimates is the expectation over xi, exactly.
@@ -65,15 +68,30 @@ def recomputes(label: str) -> bool:
     return name == "exact_me" or (name in EXPECTED and xi != 0)
 
 
+# Estimators defined only on some problems: Reptile's direction theta - phi_r needs V(theta, T) = theta.
+DEFINED_ON = {"reptile": ("counterexample", "mlp")}
+
+
+def undefined(label: str, problem: str) -> str | None:
+    """Why ``label`` is not defined on ``problem`` (skipped by every benchmark, compile-only ones too), or None."""
+    name, _ = parse(label)
+    if name in DEFINED_ON and problem not in DEFINED_ON[name]:
+        return (f"{name} needs V(theta, T) = theta; {problem} has another V (defined on "
+                f"{', '.join(DEFINED_ON[name])})")
+    return None
+
+
 def not_applicable(label: str, r: int, problem: str) -> str | None:
-    """Why (label, r, problem) is skipped when its estimates must run, or None. The only rule of the suite:
+    """Why (label, r, problem) is skipped when its estimates must run, or None. Two rules: ``undefined``, and
 
     the exact branch of Algorithm 4 (exact_me, ufom and adaptive_ufom with xi = 1, and their expectation)
     makes r + 1 + r(r-1)/2 gradient calls: at r = 1000 that is 500,501 calls, about 8 s per estimate on the
     mlp (15 us per gradient at 256 points, more at 1024) and 65 s on the quadratic with p = 1000 as counted.
     These combinations are skipped on the quadratic and the mlp (r > R_RECOMPUTE_MAX) and kept on the
-    scalar counterexample. Compile-only benchmarks (compile time, temp bytes) are never skipped.
+    scalar counterexample. Compile-only benchmarks (compile time, temp bytes) skip only undefined combinations.
     """
+    if undefined(label, problem):
+        return undefined(label, problem)
     if recomputes(label) and r > R_RECOMPUTE_MAX and problem != "counterexample":
         return (f"{label} at r = {r} on {problem}: r(r-1)/2 = {r * (r - 1) // 2} recomputation gradient calls per "
                 f"estimate is too slow to time (skipped for r > {R_RECOMPUTE_MAX} except on the counterexample)")

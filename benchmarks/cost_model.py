@@ -26,7 +26,7 @@ from . import _common as C
 
 TARGETS = ("exact_me", "ufom[xi=1]")
 PROBLEMS = ("quadratic", "mlp")
-CHAIN_SECONDS = 0.002 if C.TINY else 0.025  # an estimate chain repeats an estimate for about this long
+CHAIN_SECONDS = 0.02 if C.TINY else 0.025  # an estimate chain repeats an estimate for about this long
 
 
 def _call_chains(problem, theta, task, n: int):
@@ -137,6 +137,11 @@ def ratios(cache: dict, target: str, r: int, problem: str) -> dict:
     ("ratio_dispatched").
     """
     c1, c2 = cache["C1"][problem], cache["C2"][problem]
+    marginals = {"C1": c1, "C2": c2, **{f"t({e})": cache["marginal"][e, r, problem] for e in ("fom", target)}}
+    for what, seconds in marginals.items():
+        if not seconds > 0:
+            raise RuntimeError(f"marginal time {what} = {seconds:.3g} s on {problem} at r = {r}: the chains are "
+                               "too short for their time difference to rise above timer noise")
     g, h = cache["counts"][target, r, problem]
     g_fom, h_fom = cache["counts"]["fom", r, problem]
     predicted = (c1 * g + c2 * h) / (c1 * g_fom + c2 * h_fom)

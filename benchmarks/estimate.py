@@ -92,7 +92,7 @@ class _StaticCache:
         for problem in C.PROBLEMS:
             for r in C.R_VALUES:
                 built = C.build_problem(problem, r)
-                for name in C.ESTIMATORS:
+                for name in (n for n in C.ESTIMATORS if not C.undefined(n, problem)):
                     est, fn = C.estimate_fn(name)
                     args = built + (jax.random.PRNGKey(0), est.init(built[1]))
                     t = time.perf_counter()
@@ -131,7 +131,8 @@ def _count(out: dict, work: C.Workload, labels: list[str]) -> None:
 class Compiled(_StaticCache):
     """Compile time and XLA temporary bytes of one estimate's program (every combination: nothing runs).
 
-    UFOM's program is one for both branches (a ``lax.cond``), so it is listed once per estimator.
+    UFOM's program is one for both branches (a ``lax.cond``), so it is listed once per estimator. Skipped
+    only where the estimator is not defined (``_common.undefined``).
     """
 
     params = (list(C.ESTIMATORS), list(C.R_VALUES), list(C.PROBLEMS))
@@ -139,6 +140,9 @@ class Compiled(_StaticCache):
     timeout = 120
 
     def setup(self, cache, estimator, r, problem):
+        reason = C.undefined(estimator, problem)
+        if reason:
+            raise NotImplementedError(reason)
         self.where = (estimator, r, problem)
 
     def track_compile_time(self, cache, estimator, r, problem):

@@ -15,9 +15,10 @@ from ufom_bench.estimators.exact import exact
 from ufom_bench.estimators.exact_me import exact_me
 from ufom_bench.estimators.fom import fom
 from ufom_bench.estimators.pair import pair
+from ufom_bench.estimators.reptile import reptile
 from ufom_bench.estimators.ufom import ufom
 
-__all__ = ["AdaptiveState", "Estimator", "Info", "adaptive_ufom", "exact", "exact_me", "fom", "ufom", "pair", "get", "names", "register"]
+__all__ = ["AdaptiveState", "Estimator", "Info", "adaptive_ufom", "exact", "exact_me", "fom", "ufom", "pair", "reptile", "get", "names", "register"]
 
 _REGISTRY: dict[str, Callable[..., Estimator]] = {}
 
@@ -41,5 +42,6 @@ def names() -> list[str]:
     return list(_REGISTRY)
 
 
-for _name, _factory in [("exact", exact), ("exact_me", exact_me), ("fom", fom), ("ufom", ufom), ("adaptive_ufom", adaptive_ufom)]:
+for _name, _factory in [("exact", exact), ("exact_me", exact_me), ("fom", fom), ("ufom", ufom), ("adaptive_ufom", adaptive_ufom),
+                       ("reptile", reptile)]:
     register(_name, _factory)
