@@ -9,6 +9,7 @@ import pandas as pd
 
 from report import figures
 from report.document import Report, pdf_page_count
+from report.hypercleaning import add_hypercleaning_section, hypercleaning_claims
 from report.theory_section import add_theory_section
 
 
@@ -27,7 +28,10 @@ def all_claims(results: dict[str, pd.DataFrame]) -> pd.DataFrame:
     from simulations import claims, synthetic
 
     direct = results.get("claims", pd.DataFrame())
-    return pd.concat([direct, claims.figure_claims(results, synthetic.D_GAP)], ignore_index=True)
+    parts = [direct, claims.figure_claims(results, synthetic.D_GAP)]
+    if "hypercleaning" in results:
+        parts.append(hypercleaning_claims(results["hypercleaning"]))
+    return pd.concat(parts, ignore_index=True)
 
 
 def build_report(results: dict[str, pd.DataFrame], scale: str, path: str) -> int:
@@ -101,6 +105,9 @@ def build_report(results: dict[str, pd.DataFrame], scale: str, path: str) -> int
         rep.figure(figures.fig_r(ext), title="Extension: D^2, V^2 and q* against r", caption=(
             "Panel d's tasks at alpha = 0.01 for several inner-loop lengths r: the longer the inner loop, the "
             "larger FOM's bias relative to the variance, and the larger the optimal q."))
+
+    if results.get("hypercleaning") is not None:
+        add_hypercleaning_section(rep, results["hypercleaning"], scale)
 
     rep.section("Notes and discrepancies")
     rep.bullets([

@@ -6,7 +6,7 @@ from typing import Callable
 
 import pandas as pd
 
-from simulations import claims, synthetic
+from simulations import claims, hypercleaning, synthetic
 
 SCALES = tuple(synthetic.SCALES)
 
@@ -26,6 +26,8 @@ EXPERIMENTS: dict[str, tuple[Callable[[str], list[dict]], Callable[[dict], pd.Da
            ("ext_r", synthetic.cell_ext_r, "Extension: D^2, V^2 and q* against r"),
        ]},
     "claims": (_fixed({"seed": 0}), claims.cell_claims, "Unbiasedness, Lemma 1's identity, Proposition 1"),
+    "hypercleaning": (hypercleaning.configs, hypercleaning.cell_hypercleaning,
+                      "Table 1: MNIST data hypercleaning, exact_me / FOM / Adaptive UFOM / truncated K=1 at equal calls"),
 }
 
 

