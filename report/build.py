@@ -9,6 +9,7 @@ import pandas as pd
 
 from report import figures
 from report.document import Report, pdf_page_count
+from report.fewshot import add_fewshot_section, fewshot_claims
 from report.hypercleaning import add_hypercleaning_section, hypercleaning_claims
 from report.theory_section import add_theory_section
 
@@ -31,6 +32,8 @@ def all_claims(results: dict[str, pd.DataFrame]) -> pd.DataFrame:
     parts = [direct, claims.figure_claims(results, synthetic.D_GAP)]
     if "hypercleaning" in results:
         parts.append(hypercleaning_claims(results["hypercleaning"]))
+    if "fewshot" in results:
+        parts.append(fewshot_claims(results["fewshot"]))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -108,6 +111,8 @@ def build_report(results: dict[str, pd.DataFrame], scale: str, path: str) -> int
 
     if results.get("hypercleaning") is not None:
         add_hypercleaning_section(rep, results["hypercleaning"], scale)
+    if results.get("fewshot") is not None:
+        add_fewshot_section(rep, results["fewshot"], scale)
 
     rep.section("Notes and discrepancies")
     rep.bullets([

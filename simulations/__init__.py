@@ -6,7 +6,7 @@ from typing import Callable
 
 import pandas as pd
 
-from simulations import claims, hypercleaning, synthetic
+from simulations import claims, fewshot, hypercleaning, synthetic
 
 SCALES = tuple(synthetic.SCALES)
 
@@ -28,6 +28,8 @@ EXPERIMENTS: dict[str, tuple[Callable[[str], list[dict]], Callable[[dict], pd.Da
     "claims": (_fixed({"seed": 0}), claims.cell_claims, "Unbiasedness, Lemma 1's identity, Proposition 1"),
     "hypercleaning": (hypercleaning.configs, hypercleaning.cell_hypercleaning,
                       "Table 1: MNIST data hypercleaning, exact_me / FOM / Adaptive UFOM / truncated K=1 at equal calls"),
+    "fewshot": (fewshot.configs, fewshot.cell_fewshot,
+                "Table 2: few-shot classification, exact_me / FOM / Reptile / Adaptive UFOM at equal calls; D^2, V^2"),
 }
 
 

@@ -1,5 +1,9 @@
 """The few-shot problem (issue 7, item 2): exact gradients against finite differences (float64, tiny conv
-net), model shapes and jit, the sinusoid problem, meta-batches, and no recompilation across meta-steps."""
+net), model shapes and jit, the sinusoid problem, meta-batches, and no recompilation across meta-steps.
+
+Compilation dominates here (XLA compiles the conv net's HVPs in ~10 s on a CPU), so the conv net is compiled
+only where the conv net itself is under test (finite differences, shapes); the meta-batch semantics, which do
+not depend on the model, are tested on the same image tasks with the small MLP (``_tiny_mlp_problem``)."""
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +28,13 @@ def _tiny_problem(norm="batch", **kw):
     return fewshot(_tiny_sampler(), **params)
 
 
+def _tiny_mlp_problem(**kw):
+    """The same 2-way image tasks with a 64-4-2 MLP: meta-batch tests compile in a fraction of the conv time."""
+    params = dict(model="mlp", hidden=(4,), m=2, k=1, r=2, alpha=0.4, dtype=jnp.float64)
+    params.update(kw)
+    return fewshot(_tiny_sampler(), **params)
+
+
 def _fd_gradient(problem, theta, task, h=1e-5):
     """Central differences of L_out(theta, U_r(theta, T), T) over every coordinate of the raveled theta."""
     flat, unravel = ravel_pytree(theta)
@@ -43,12 +54,18 @@ def test_exact_matches_finite_differences():
     task = problem.sample_task(jax.random.PRNGKey(3))
     assert ravel_pytree(theta)[0].size < 200  # small enough for FD over all coordinates
     fd = _fd_gradient(problem, theta, task)
-    g, info, _ = jax.jit(estimators.exact().estimate)(problem, theta, task, jax.random.PRNGKey(0), ())
+
+    @jax.jit  # one compilation for both estimators
+    def both(theta, task):
+        key = jax.random.PRNGKey(0)
+        return (estimators.exact().estimate(problem, theta, task, key, ())[:2],
+                estimators.exact_me().estimate(problem, theta, task, key, ())[:2])
+
+    (g, info), (g_me, info_me) = both(theta, task)
     g = ravel_pytree(g)[0]
     rel = float(jnp.linalg.norm(g - fd) / jnp.linalg.norm(fd))
     assert rel <= 1e-6, rel
     assert (int(info.grad_calls), int(info.hvp_calls)) == (problem.r + 1, problem.r)
-    g_me, info_me, _ = jax.jit(estimators.exact_me().estimate)(problem, theta, task, jax.random.PRNGKey(0), ())
     np.testing.assert_allclose(ravel_pytree(g_me)[0], g, rtol=1e-10, atol=1e-12)
     assert int(info_me.grad_calls) == problem.r + 1 + problem.r * (problem.r - 1) // 2
 
@@ -59,16 +76,22 @@ def test_conv4_shapes_and_jit():
     assert theta["block0"]["w"].shape == (3, 3, 1, 4) and theta["block3"]["w"].shape == (3, 3, 4, 4)
     assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(theta))
     x = jax.random.uniform(jax.random.PRNGKey(0), (7, 28, 28, 1), jnp.float32)
-    for norm in ("batch", "layer"):
-        out = jax.jit(conv4_apply, static_argnames="norm")(theta, x, norm=norm)
-        assert out.shape == (7, 5) and out.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(out)))
-    # per-example normalisation: a prediction does not depend on the rest of the batch; batch norm does
-    lay = conv4_apply(theta, x, "layer")
-    np.testing.assert_allclose(conv4_apply(theta, x[:1], "layer"), lay[:1], rtol=1e-5, atol=1e-6)
-    assert not np.allclose(conv4_apply(theta, x[:2], "batch"), conv4_apply(theta, x, "batch")[:2], atol=1e-4)
     theta_none = conv4_init(0, (28, 28, 3), 5, filters=4, norm="none")
     assert "b" in theta_none["block0"] and "scale" not in theta_none["block0"]
-    assert conv4_apply(theta_none, jnp.ones((2, 28, 28, 3)), "none").shape == (2, 5)
+
+    @jax.jit  # every variant in one program: one compilation
+    def outputs(theta, x, theta_none):
+        return {"batch": conv4_apply(theta, x, "batch"), "layer": conv4_apply(theta, x, "layer"),
+                "layer1": conv4_apply(theta, x[:1], "layer"), "batch2": conv4_apply(theta, x[:2], "batch"),
+                "none": conv4_apply(theta_none, jnp.ones((2, 28, 28, 3)), "none")}
+
+    out = outputs(theta, x, theta_none)
+    for norm in ("batch", "layer"):
+        assert out[norm].shape == (7, 5) and out[norm].dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(out[norm])))
+    # per-example normalisation: a prediction does not depend on the rest of the batch; batch norm does
+    np.testing.assert_allclose(out["layer1"], out["layer"][:1], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(out["batch2"], out["batch"][:2], atol=1e-4)
+    assert out["none"].shape == (2, 5)
 
 
 def test_mlp_shapes_and_jit():
@@ -99,14 +122,14 @@ def test_sinusoid_problem_runs_with_fom_and_exact():
 
 
 def test_meta_batch_average_and_counts():
-    problem = _tiny_problem()
+    problem = _tiny_mlp_problem()
     key = jax.random.PRNGKey(5)
     est = estimators.exact()
     g, info, _ = jax.jit(meta_batch_estimate, static_argnums=(0, 5))(est, problem, problem.theta0, key, (), 3)
     # the same tasks by hand
     k_tasks, _ = jax.random.split(key)
-    one = jax.jit(est.estimate)
-    singles = [one(problem, problem.theta0, problem.sample_task(kk), key, ())[0] for kk in jax.random.split(k_tasks, 3)]
+    one = jax.jit(lambda kk: est.estimate(problem, problem.theta0, problem.sample_task(kk), key, ())[0])
+    singles = [one(kk) for kk in jax.random.split(k_tasks, 3)]
     mean = jax.tree_util.tree_map(lambda *x: sum(x) / 3, *singles)
     np.testing.assert_allclose(ravel_pytree(g)[0], ravel_pytree(mean)[0], rtol=1e-9, atol=1e-12)
     assert (int(info.grad_calls), int(info.hvp_calls)) == (3 * (problem.r + 1), 3 * problem.r)
@@ -114,7 +137,7 @@ def test_meta_batch_average_and_counts():
 
 @pytest.mark.parametrize("shared", [True, False])
 def test_meta_batch_ufom_counts_follow_branches(shared):
-    problem = _tiny_problem(r=3)
+    problem = _tiny_mlp_problem(r=3)
     r, B = problem.r, 6
     fn = jax.jit(lambda key: meta_batch_estimate(estimators.ufom(q=0.5), problem, problem.theta0, key, (), B,
                                                  shared_key=shared))
@@ -130,7 +153,7 @@ def test_meta_batch_ufom_counts_follow_branches(shared):
 
 
 def test_adaptive_ufom_state_reduced_over_meta_batch():
-    problem = _tiny_problem()
+    problem = _tiny_mlp_problem()
     est = estimators.adaptive_ufom(q_min=1.0)  # always exact: every task updates
     fn = jax.jit(meta_batch_estimate, static_argnums=(0, 5))
     _, _, state = fn(est, problem, problem.theta0, jax.random.PRNGKey(0), est.init(problem.theta0), 4)
@@ -138,7 +161,7 @@ def test_adaptive_ufom_state_reduced_over_meta_batch():
 
 
 def test_no_recompilation_across_meta_steps():
-    problem = _tiny_problem()
+    problem = _tiny_mlp_problem()
     traces = []
 
     for est in (estimators.fom(), estimators.ufom(q=0.3)):

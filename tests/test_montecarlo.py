@@ -336,3 +336,45 @@ def test_sharded_over_two_host_devices_matches(tmp_path, ptree):
     s = mc.gradient_samples(ptree, ptree.theta0, N_CHUNKED, jax.random.PRNGKey(10), method="sampled",
                             chunk_size=CHUNK)
     np.testing.assert_allclose(np.load(out), s.g, rtol=1e-13, atol=1e-15)
+
+
+# ------------------------------------------------------------------------------------------------ from samples
+
+
+def test_moments_and_ufom_from_precomputed_samples(ptree):
+    """`moments_of` / `ufom_moments_of` on one `gradient_samples` equal `moments` / `ufom_moments` (same key)."""
+    problem, key, qs = ptree, jax.random.PRNGKey(2), np.array([0.2, 0.5, 1.0])
+    s = mc.gradient_samples(problem, problem.theta0, 3000, key, method="sampled")
+    (m,) = mc.moments_of(s)
+    want = mc.moments(problem, problem.theta0, 3000, key, method="sampled")
+    assert (m.d2, m.v2, m.d2_se, m.n) == (want.d2, want.v2, want.d2_se, want.n)
+    u, u_want = mc.ufom_moments_of(s, qs, key), mc.ufom_moments(problem, problem.theta0, qs, 3000, key, method="sampled")
+    for field in ("second_moment", "second_moment_se", "direct", "direct_se", "diff_se"):
+        np.testing.assert_array_equal(getattr(u, field), getattr(u_want, field))
+    # exact mode: n_xi xi draws per task
+    se = mc.gradient_samples(problem, problem.theta0)
+    ue = mc.ufom_moments_of(se, 0.3, jax.random.PRNGKey(3), n_xi=2000)
+    ue_want = mc.ufom_moments(problem, problem.theta0, 0.3, 2000, jax.random.PRNGKey(3))
+    assert (ue.second_moment, ue.direct, ue.n_xi) == (ue_want.second_moment, ue_want.direct, 2000)
+    with pytest.raises(ValueError, match="one theta"):
+        mc.ufom_moments_of(mc.gradient_samples(problem, jax.tree_util.tree_map(lambda x: x[None], problem.theta0),
+                                               grid=True), 0.5, key)
+
+
+def test_ufom_variance_exact_and_sampled(quad):
+    """Var = E||G_UFO||^2 - ||dM/dtheta||^2: exact over the finite task set; sampled within Z SEs of it."""
+    problem, theta, fo, ex = quad
+    truth = closed_form(problem, theta, fo, ex)
+    qs = np.array([0.1, 0.5, 1.0])
+    want = truth["v2"] + (1 / qs - 1) * truth["d2"] - np.sum(truth["meta_grad"] ** 2)
+    u = mc.ufom_moments_of(mc.gradient_samples(problem, theta), qs, jax.random.PRNGKey(0))
+    var, se = mc.ufom_variance(u)
+    np.testing.assert_allclose(var, want, rtol=1e-9)
+    assert np.all(se == 0)
+    # q = 1: the exact gradient's variance, the weighted variance of the per-task G
+    w = np.asarray(problem.task_probs)
+    np.testing.assert_allclose(var[2], w @ np.sum((ex - w @ ex) ** 2, 1), rtol=1e-9)
+    us = mc.ufom_moments_of(mc.gradient_samples(problem, theta, 20_000, jax.random.PRNGKey(1), method="sampled"),
+                            qs, jax.random.PRNGKey(1))
+    var_s, se_s = mc.ufom_variance(us)
+    assert np.all(np.abs(var_s - want) < Z * se_s), (var_s, want, se_s)

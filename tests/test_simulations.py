@@ -17,6 +17,8 @@ NEEDED = {
     "claims": {"claim", "source", "measured", "criterion", "verdict"},
     "hypercleaning": {"estimator", "seed", "record", "calls", "step", "q", "nonfinite", "D2", "V2", "q_star",
                       "test_accuracy", "test_loss", "train_clean_accuracy", "f1", "val_loss"},
+    "fewshot": {"source", "m", "estimator", "seed", "record", "checkpoint", "calls", "accuracy", "accuracy_se", "q",
+                "axis", "alpha", "r", "d2", "v2", "ufom_var"},
 }
 
 

@@ -55,7 +55,10 @@ __all__ = [
     "gradient_samples",
     "moments",
     "moments_grid",
+    "moments_of",
     "ufom_moments",
+    "ufom_moments_of",
+    "ufom_variance",
     "grid_sup",
     "to_frame",
 ]
@@ -372,6 +375,16 @@ def _moments_of(samples: Samples) -> list[Moments]:
     return [_host_moments(stats, bad, n, samples.method, i) for i in range(bad.shape[0])]
 
 
+def moments_of(samples: Samples) -> list[Moments]:
+    """`Moments` of per-task pairs already computed: one per cell of a grid (a list of one for one theta).
+
+    No new gradients: lets one `gradient_samples` serve D^2, V^2 and (with `ufom_moments_of`) every q.
+    """
+    if samples.g.ndim == 2:
+        samples = samples._replace(g_fo=samples.g_fo[None], g=samples.g[None], finite=samples.finite[None])
+    return _moments_of(samples)
+
+
 def moments(problem: Problem, theta: PyTree, n: int | None = None, key=None, *, method: str = "auto",
             chunk_size: int = 256) -> Moments:
     """D^2(theta), V^2(theta), FOM's bias and dM/dtheta at one theta (the expectations in eqs. 14 and 16).
@@ -433,6 +446,33 @@ def ufom_moments(problem: Problem, theta: PyTree, q, n: int | None = None, key=N
     n_xi = _check_n(n, "n (xi draws per task)", 2) if resolved == "exact" else 1
     samples = gradient_samples(problem, theta, n, key, method=resolved,
                                chunk_size=chunk_size)
+    return ufom_moments_of(samples, q, key, n_xi=n_xi)
+
+
+def ufom_moments_of(samples: Samples, q, key, *, n_xi: int | None = None) -> UfomMoments:
+    """`ufom_moments` from per-task pairs already computed (one theta: ``Samples`` without a cell axis).
+
+    No new gradients: the identity V^2 + (1/q - 1) D^2 (Lemma 1) and the direct estimate (xi drawn from
+    ``split(key)[1]``) come from the pairs, so one `gradient_samples` serves D^2, V^2 and every q.
+
+    Args:
+      samples: `gradient_samples` of one theta (``grid=False``), or one cell of a grid.
+      q: a number in (0, 1] or a 1-D array of them. key: PRNG key of the xi draws.
+      n_xi: xi draws per task in exact mode (>= 2; default 2); sampled mode always uses 1 per task draw.
+    Returns:
+      `UfomMoments` (fields shaped like q).
+    """
+    q_arr = np.asarray(q, dtype=float)
+    if q_arr.ndim > 1 or q_arr.size == 0:
+        raise ValueError(f"q must be a number or a non-empty 1-D array of numbers in (0, 1], got {q!r}")
+    for value in q_arr.ravel():
+        check_q(value)
+    if key is None:
+        raise ValueError("ufom_moments_of needs a PRNG key (xi is always sampled)")
+    if samples.g.ndim != 2:
+        raise ValueError(f"samples must hold one theta ([m, s] gradients), got shape {samples.g.shape}")
+    resolved = samples.method
+    n_xi = (_check_n(2 if n_xi is None else n_xi, "n_xi (xi draws per task)", 2) if resolved == "exact" else 1)
     g_fo, g, finite = samples.g_fo[None], samples.g[None], samples.finite[None]
     m = samples.weight.shape[0]
     u = jax.random.uniform(jax.random.split(key)[1], (1, m, n_xi), g.dtype)
@@ -454,6 +494,21 @@ def ufom_moments(problem: Problem, theta: PyTree, q, n: int | None = None, key=N
         method=resolved,
         moments=mom,
     )
+
+
+def ufom_variance(um: UfomMoments):
+    """UFOM's variance E||G_UFO - dM/dtheta||^2 = E||G_UFO||^2 - ||dM/dtheta||^2, per q, with its SE.
+
+    ||dM/dtheta||^2 is estimated without bias from the sample mean G_bar as ||G_bar||^2 - sum_i SE_i^2 (the
+    squared norm of a mean overestimates by the trace of its covariance; exact mode: SE = 0). The SE is that
+    of the second moment (the norm term's own noise is of smaller order when n is large).
+
+    Returns:
+      (variance, se), shaped like ``um.q``.
+    """
+    mg, mg_se = np.asarray(um.moments.meta_grad, float), np.asarray(um.moments.meta_grad_se, float)
+    norm2 = float(np.sum(mg**2) - np.sum(mg_se**2))
+    return np.asarray(um.second_moment) - norm2, np.asarray(um.second_moment_se)
 
 
 # ---------------------------------------------------------------------------------------------- grids

@@ -1,6 +1,19 @@
 """Problem factories: the synthetic ones (Theorem 2 counterexample, piecewise tasks, quadratic) and their
-closed forms. Real-data problems (hypercleaning, few-shot) join here as they are written."""
+closed forms, and the real-data ones: hypercleaning (Section 5.2) and few-shot meta-learning (Section 5.3:
+``fewshot`` on image task samplers, ``sinusoid`` regression, ``meta_batch_estimate`` over a meta-batch)."""
 
+from ufom_bench.problems.fewshot import (
+    NORMS,
+    accuracy,
+    conv4_apply,
+    conv4_init,
+    cross_entropy,
+    fewshot,
+    meta_batch_estimate,
+    mlp_apply,
+    mlp_init,
+    sinusoid,
+)
 from ufom_bench.problems.hypercleaning import (
     HypercleaningMetrics,
     HypercleaningTask,
@@ -39,6 +52,17 @@ from ufom_bench.problems.quadratic import (
 from ufom_bench.problems.synthetic import BiasVariance, FiniteTaskSampler, finite_task_sampler
 
 __all__ = [
+    # few-shot (Section 5.3, MAML as ABLO)
+    "fewshot",
+    "sinusoid",
+    "meta_batch_estimate",
+    "conv4_init",
+    "conv4_apply",
+    "mlp_init",
+    "mlp_apply",
+    "cross_entropy",
+    "accuracy",
+    "NORMS",
     "HypercleaningTask",
     "HypercleaningMetrics",
     "hypercleaning",

@@ -1,0 +1,667 @@
+"""Table 2 of the UFOM paper (Section 5.3): few-shot image classification (MAML as ABLO) at equal function calls.
+
+One training cell = (setting, estimator, seed), a setting = (source, m ways), always 1-shot with one query
+example per class (the paper's protocol: s = mK, t = m). One Monte Carlo cell per setting measures FOM's bias
+D^2, the exact gradient's second moment V^2 and UFOM's variance across alpha, r and q at thetas taken along a
+training run (``kind="mc"``).
+
+**Estimators** (``ESTIMATORS``): ``exact_me`` (memory-efficient exact, Proposition 1 with q = 1), ``fom``
+(Algorithm 3), ``reptile`` (Nichol et al. 2018) and ``adaptive_ufom`` (Section 4.5; q_min = 0.05, beta = 0.99,
+d2_scale = 0.1, as the paper reports for both Sections 5.2 and 5.3). Every estimator is averaged over a
+meta-batch of B tasks with `problems.meta_batch_estimate` (vmapped), with one coin xi per meta-step
+(``shared_key=True``): under vmap the exact branch then stays a real ``lax.cond`` branch, so wall time follows
+the counted calls; Adaptive UFOM's running D^2/V^2 are the meta-batch means of the per-task quantities.
+
+**Equal budgets.** Function calls = grad calls + HVPs (DESIGN.md; the paper's C1 = C2 = 1). The budget is
+``exact_steps`` meta-steps of exact_me: exact_steps * B * (r + 1 + r(r-1)/2 + r) calls (the released code
+wrote meta_iters * B * (r + 1 + r(r-1)/2), leaving out the r HVPs). A meta-step is taken while the calls spent
+are below the budget, so the last one may overshoot by one meta-step (recorded). Per meta-step: exact_me
+B (r + 1 + r(r-1)/2 + r) calls, FOM B (r + 1), Reptile B r (no outer gradient), Adaptive UFOM
+B (r + 1) + xi B (r(r-1)/2 + r).
+
+**Outer optimizer** (the same for every estimator): Adam (optax ``scale_by_adam``, b1 = 0.9, b2 = 0.999,
+eps = 1e-8) with a step size annealed linearly to 0 *over the budget of calls*, lr_k = lr (1 - calls/budget)
+(the released code annealed its outer step 0.1 linearly to 0 over meta-iterations; annealing by calls gives
+every estimator the same schedule against the x-axis of Figure 2, and Adaptive UFOM's number of meta-steps is
+random). No gradient clipping (the released code clipped at 0.1; Adam's update is already bounded by ~lr).
+Non-finite estimates (a divergent inner loop) are skipped and counted.
+
+**Reptile's outer step** (convention): Reptile's direction G_Rep = theta - phi_r (``reptile(scale="none")``,
+Nichol et al.'s raw difference, not divided by sum(alpha)) is handed to the same Adam as if it were a
+gradient, as Nichol et al. (2018, Section 3) suggest ("treat theta - phi as a gradient and plug it into an
+optimizer like Adam"). Adam is invariant to a constant rescaling of its input (up to eps), so the
+``sum_alpha`` scaling would give the same updates; only lr matters, and it is chosen like the others'.
+
+**Outer step sizes** were chosen on the *validation* classes (`lr_grid`): each estimator trained at the full
+default budget, seed 0, 5-way, Adam lr in ``LR_GRID`` (plus 0.001 for Reptile, whose optimum sat at the grid's
+lower edge), then evaluated on 300 validation tasks. The measured validation accuracies are
+``LR_GRID_RESULTS`` (the printout of ``python -m simulations.fewshot lr``); the best lr per estimator is ``LR``
+(0.03 for exact_me, FOM and Adaptive UFOM; 0.001 for Reptile, nearly flat in lr). The test classes were not
+looked at. The same ``LR`` is used at every scale and for 10-way (re-run `lr_grid` at paper scale on a source
+with validation classes to re-tune).
+
+**Evaluation.** At ``checkpoints`` equally spaced points of the budget (and at 0 calls) theta is evaluated on
+test-split tasks (classes disjoint from training and validation): r inner GD steps at alpha from theta on the
+support set (as in training), then accuracy on the query set (one example per class). The same test tasks
+(key = seed) are used for every estimator and checkpoint of a seed, so comparisons are paired. Curve points
+use ``n_test_curve`` tasks, the final point ``n_test``; 95% CIs are mean +- 1.96 sd / sqrt(n) over test tasks
+(the MAML protocol) per seed; `table2` combines seeds (see there).
+
+**Monte Carlo** (``kind="mc"``): thetas from the Adaptive UFOM run of seed 0 (fresh, or reused from the same
+process) at the fractions ``mc["points"]`` of the budget. For each theta, n tasks from the *training* classes
+give per-task pairs (G_FO, G) (`estimators.pair`, vmapped, chunked, sharded over all devices with a 1-D
+jax.sharding mesh by `ufom_bench.montecarlo`): D^2(theta) = E||G_FO - G||^2 (eq. 14), V^2(theta) = E||G||^2
+(eq. 16), across alpha (``mc["alphas"]`` at the setting's r) and r (``mc["rs"]`` at the setting's alpha); and
+UFOM's second moment V^2 + (1/q - 1) D^2 (Lemma 1) and variance (that minus ||dM/dtheta||^2, unbiasedly
+estimated) for q in ``mc["qs"]`` from the same pairs. These are per-task quantities (meta-batch 1); a meta-batch
+of B tasks with independent coins divides the variance by B.
+
+**Data sources.** ``glyphs`` (the offline default, `ufom_bench.data.glyphs`: 1,321 classes of characters
+rendered from matplotlib's fonts, 20 drawers each, 28x28 grey; 925 / 132 / 264 train / val / test classes).
+It is Omniglot-*like* but it is **not Omniglot**: accuracies are not comparable with the paper's numbers,
+only the ordering of the estimators is. The paper scale reads the real data sets from directories given in
+environment variables:
+  ``UFOM_OMNIGLOT_DIR``: holds ``images_background.zip`` and ``images_evaluation.zip`` (Lake et al.);
+      `data.fewshot.omniglot` (28x28, 1,100 / 100 / 423 characters, training classes rotated x4).
+  ``UFOM_CIFAR100_DIR``: holds ``cifar-100-python.tar.gz``; `data.fewshot.cifar_fs` with the paper's
+      80/20 class split (``CIFAR_SPLIT``; 32x32x3). It has no validation classes: lr comes from ``LR``.
+
+**Scales** (``SCALES``): settings, conv filters, r, alpha, meta-batch B, budget (exact_me meta-steps),
+checkpoints, test tasks (curve / final), seeds; Monte Carlo thetas, tasks per theta, alphas, rs, qs.
+  smoke:   glyphs 3-way with a 784-16-3 MLP (conv compilation alone takes ~10 s a program on a CPU), r = 3,
+           B = 2, budget 4 exact steps (80 calls), 2 checkpoints, 20/40 test tasks, 1 seed; MC: 2 thetas x 8
+           tasks, alphas (0.2, 0.4), r (1, 3). About 35 s (compilation).
+  default: glyphs 5-way and 10-way, conv4 with 8 filters, r = 10, alpha = 0.4, B = 5, budget 30 exact steps
+           (9,900 calls: exact_me 30 meta-steps, FOM 180, Reptile 198, Adaptive UFOM 90-105), 4 checkpoints,
+           50 test tasks per curve point and 300 at the end, 3 seeds (24 training cells); MC on 5-way: 3
+           thetas x 64 tasks, alphas (0.1, 0.2, 0.4, 0.8), r (1, 5, 10), q (0.05, 0.1, 0.2, 0.5, 1).
+           Measured wall time of the whole sweep (fresh results folder, one process, this 2-core CPU): 5.4 min
+           on an otherwise idle machine; 6.6 min when another process loaded it for the first few minutes.
+  paper:   cifar_fs 20/30-way and omniglot 30/40-way (Table 2's grid); 64 filters, r = 10, alpha = 0.4,
+           B = 5, budget 5,000 exact steps (1.65 M calls), 10 checkpoints, 200/600 test tasks, 3 seeds;
+           MC on 20- and 30-way: 3 thetas x 256 tasks, 5 alphas, 5 rs, 6 qs. A GPU (the same code; nothing
+           device-specific; Monte Carlo samples are sharded over all devices).
+Why the default is this small: on this 2-core CPU one exact_me meta-step of the paper's network (64 filters,
+5-way, B = 5, r = 10) takes 3.8 s (FOM 0.47 s; `benchmarks/fewshot.py`), and every compiled program (one per
+estimator and setting, one evaluation program per setting, one Monte Carlo program per r) takes 5-10 s to
+compile. With 8 filters a call costs ~0.6 ms (5-way), so the 24 training cells, their evaluation and the
+Monte Carlo cell fit the ~7 minutes the default report gives this section. At this budget the networks are
+early in training (5-way test accuracy rises from ~39% to 41-55%): the comparison is of estimators at a small
+budget of calls, where cheap estimators make many more meta-steps.
+
+**Inner step size.** alpha = 0.4 for the mean cross-entropy (MAML's Omniglot value; the released UFOM code
+used 0.005 with its own loss scaling, which we could not check).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import sys
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pandas as pd
+
+from ufom_bench import estimators, montecarlo
+from ufom_bench.data import fewshot as fewshot_data
+from ufom_bench.data.glyphs import glyphs
+from ufom_bench.estimators._core import COUNT, Estimator
+from ufom_bench.problem import Problem, inner_path
+from ufom_bench.problems.fewshot import (
+    accuracy,
+    conv4_apply,
+    conv4_init,
+    cross_entropy,
+    fewshot,
+    meta_batch_estimate,
+    mlp_apply,
+    mlp_init,
+)
+
+PyTree = Any
+
+ESTIMATORS = ("exact_me", "fom", "reptile", "adaptive_ufom")
+LABELS = {"exact_me": "EXACT", "reptile": "REPTILE", "fom": "FOM", "adaptive_ufom": "AD.UFOM"}
+ADAPTIVE = dict(q_min=0.05, beta=0.99, d2_scale=0.1)  # the paper's settings (Sections 5.2-5.3)
+SOURCES = ("glyphs", "omniglot", "cifar_fs")
+ENV_DIRS = {"omniglot": "UFOM_OMNIGLOT_DIR", "cifar_fs": "UFOM_CIFAR100_DIR"}
+CIFAR_SPLIT = "80/20"  # the paper's CIFAR-100 class split (from its released code)
+SOURCE_NAMES = {"glyphs": "glyphs (offline, font-rendered; not Omniglot)", "omniglot": "Omniglot",
+                "cifar_fs": "CIFAR-100 (CIFAR-FS style)"}
+MC_SOURCE = "adaptive_ufom"  # whose training run supplies the Monte Carlo thetas
+EVAL_CHUNK = 20  # test tasks per vmapped evaluation call
+Z95 = montecarlo.Z95
+
+# The paper's Table 2 as printed (test accuracy, %, 1-shot): (source, m) -> estimator -> accuracy.
+PAPER_TABLE2 = {
+    ("cifar_fs", 20): {"exact_me": 19.9, "reptile": 18.5, "fom": 21.3, "adaptive_ufom": 22.1},
+    ("cifar_fs", 30): {"exact_me": 13.8, "reptile": 11.0, "fom": 12.6, "adaptive_ufom": 14.7},
+    ("omniglot", 30): {"exact_me": 91.6, "reptile": 83.1, "fom": 89.3, "adaptive_ufom": 92.0},
+    ("omniglot", 40): {"exact_me": 87.5, "reptile": 78.2, "fom": 84.88, "adaptive_ufom": 89.1},
+}
+
+_MC_SMALL = dict(points=(0.0, 1.0), n=8, alphas=(0.2, 0.4), rs=(1, 3), qs=(0.05, 0.2, 0.5, 1.0), ways=(3,))
+SCALES = {
+    "smoke": dict(settings=(("glyphs", 3),), model="mlp", hidden=(16,), filters=4, r=3, alpha=0.4, meta_batch=2,
+                  exact_steps=4, checkpoints=2, n_test_curve=20, n_test=40, seeds=(0,), mc=_MC_SMALL),
+    "default": dict(settings=(("glyphs", 5), ("glyphs", 10)), model="conv4", filters=8, r=10, alpha=0.4,
+                    meta_batch=5, exact_steps=30, checkpoints=4, n_test_curve=50, n_test=300, seeds=(0, 1, 2),
+                    mc=dict(points=(0.0, 0.5, 1.0), n=64, alphas=(0.1, 0.2, 0.4, 0.8), rs=(1, 5, 10),
+                            qs=(0.05, 0.1, 0.2, 0.5, 1.0), ways=(5,))),
+    "paper": dict(settings=(("cifar_fs", 20), ("cifar_fs", 30), ("omniglot", 30), ("omniglot", 40)), model="conv4",
+                  filters=64, r=10, alpha=0.4, meta_batch=5, exact_steps=5_000, checkpoints=10, n_test_curve=200,
+                  n_test=600, seeds=(0, 1, 2),
+                  mc=dict(points=(0.0, 0.5, 1.0), n=256, alphas=(0.05, 0.1, 0.2, 0.4, 0.8), rs=(1, 2, 5, 10, 20),
+                          qs=(0.02, 0.05, 0.1, 0.2, 0.5, 1.0), ways=(20, 30))),
+}
+
+# Adam's lr per estimator, chosen on validation classes by `lr_grid` (module docstring).
+LR_GRID = (0.003, 0.01, 0.03, 0.1)
+LR = {"exact_me": 0.03, "fom": 0.03, "reptile": 0.001, "adaptive_ufom": 0.03}
+# validation accuracy (300 tasks of the 132 validation classes, SE ~0.013) per (estimator, lr): default scale,
+# glyphs 5-way, seed 0, full budget (30 exact steps), as measured by `lr_grid("default")`; Reptile's optimum was
+# at the grid's lower edge, so lr = 0.001 was added for it (flat: 0.434, 0.429, 0.421 at 0.001, 0.003, 0.01).
+LR_GRID_RESULTS = {
+    "exact_me": {0.003: 0.4007, 0.01: 0.4340, 0.03: 0.4927, 0.1: 0.4293},
+    "fom": {0.003: 0.4527, 0.01: 0.5267, 0.03: 0.5400, 0.1: 0.2000},
+    "reptile": {0.001: 0.4340, 0.003: 0.4293, 0.01: 0.4213, 0.03: 0.4113, 0.1: 0.3080},
+    "adaptive_ufom": {0.003: 0.4327, 0.01: 0.4627, 0.03: 0.5053, 0.1: 0.2000},
+}
+
+
+def check_scale(scale: str) -> dict:
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
+    return SCALES[scale]
+
+
+def check_estimator(name: str) -> str:
+    if name not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {name!r}; choose one of {', '.join(ESTIMATORS)}")
+    return name
+
+
+@functools.lru_cache(maxsize=None)
+def make_estimator(name: str) -> Estimator:
+    """The estimator ``name`` with the paper's settings (one object per name: jit caches stay valid)."""
+    check_estimator(name)
+    if name == "adaptive_ufom":
+        return estimators.adaptive_ufom(**ADAPTIVE)
+    if name == "reptile":
+        return estimators.reptile(scale="none")
+    return estimators.get(name)
+
+
+def calls_per_step(name: str, r: int, meta_batch: int, exact: bool = False) -> int:
+    """Counted calls of one meta-step (grads + HVPs); for adaptive_ufom the FOM branch unless ``exact``."""
+    exact_cost = r + 1 + r * (r - 1) // 2 + r
+    per_task = {"exact_me": exact_cost, "fom": r + 1, "reptile": r,
+                "adaptive_ufom": exact_cost if exact else r + 1}[check_estimator(name)]
+    return meta_batch * per_task
+
+
+def budget_of(scale: str) -> int:
+    """The common budget: ``exact_steps`` meta-steps of exact_me, in function calls."""
+    s = check_scale(scale)
+    return s["exact_steps"] * calls_per_step("exact_me", s["r"], s["meta_batch"])
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+@functools.lru_cache(maxsize=None)
+def load_source(source: str) -> fewshot_data.FewShotSplits:
+    """The class-disjoint splits of a source; the real ones from the directory in their env variable."""
+    if source == "glyphs":
+        return glyphs()
+    if source not in ENV_DIRS:
+        raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+    path = os.environ.get(ENV_DIRS[source])
+    if not path:
+        want = ", ".join(fewshot_data.OMNIGLOT_ARCHIVES) if source == "omniglot" else fewshot_data.CIFAR100_ARCHIVE
+        raise ValueError(f"source {source!r} reads its archives from a local directory: set {ENV_DIRS[source]} "
+                         f"to a directory holding {want}")
+    if source == "omniglot":
+        return fewshot_data.omniglot(path)
+    return fewshot_data.cifar_fs(path, split=CIFAR_SPLIT)
+
+
+class Setting(NamedTuple):
+    """The problems of one (scale, source, m): training tasks, test tasks and (if any) validation tasks."""
+
+    train: Problem
+    test: Problem
+    val: Problem | None
+    model: str
+
+
+@functools.lru_cache(maxsize=None)
+def setting(scale: str, source: str, m: int) -> Setting:
+    """Few-shot problems (float32, conv4) over the source's train / test / val classes; cached per process so
+    that every seed and estimator of a setting reuses the same compiled programs."""
+    s = check_scale(scale)
+    splits = load_source(source)
+    kw = dict(m=int(m), k=1, k_query=1, r=s["r"], alpha=s["alpha"], model=s["model"], filters=s["filters"],
+              hidden=s.get("hidden", (40, 40)), dtype=jnp.float32)
+    make = lambda sampler: None if sampler is None else fewshot(sampler, **kw)
+    return Setting(make(splits.train), make(splits.test), make(splits.val), s["model"])
+
+
+def theta_init(scale: str, source: str, m: int, seed: int) -> PyTree:
+    """The network's parameters drawn with ``seed`` (the problem's theta0 is seed 0)."""
+    s = check_scale(scale)
+    prob = setting(scale, source, m).train
+    if not seed:
+        return prob.theta0
+    in_shape = load_source(source).train.image_shape
+    if s["model"] == "mlp":
+        return mlp_init(int(seed), int(np.prod(in_shape)), int(m), s.get("hidden", (40, 40)), jnp.float32)
+    return conv4_init(int(seed), in_shape, int(m), s["filters"], "batch", dtype=jnp.float32)
+
+
+# ------------------------------------------------------------------------------------------- training
+
+
+class Carry(NamedTuple):
+    """The state of a training run between segments (all arrays: a segment is one compiled program)."""
+
+    theta: PyTree
+    est_state: PyTree
+    opt_state: PyTree
+    grads: jax.Array
+    hvps: jax.Array
+    nonfinite: jax.Array
+    steps: jax.Array
+    key: jax.Array
+
+
+class Steps(NamedTuple):
+    """Per meta-step records of a segment (leading axis: the segment's scan steps)."""
+
+    active: jax.Array
+    calls: jax.Array
+    q: jax.Array
+    exact: jax.Array
+    finite: jax.Array
+
+
+TRACES: dict[tuple, int] = {}  # (kind, scale, source, m, estimator) -> times traced (tests: once per config)
+_ADAM = optax.scale_by_adam()
+
+
+def segment_length(scale: str, name: str) -> int:
+    """Scan length of one segment: the most meta-steps a checkpoint interval of calls allows, plus one."""
+    s = check_scale(scale)
+    interval = budget_of(scale) / s["checkpoints"]
+    return int(math.ceil(interval / calls_per_step(name, s["r"], s["meta_batch"]))) + 1
+
+
+def split_data(source: str, split: str = "train") -> tuple[jax.Array, jax.Array]:
+    """(images, counts) of a split: passed to the jitted programs as arguments, not baked in as constants
+    (a 15 MB constant adds seconds to every XLA compile on a CPU)."""
+    sampler = getattr(load_source(source), split)
+    if sampler is None:
+        raise ValueError(f"source {source!r} has no {split!r} split")
+    return sampler.images, sampler.counts
+
+
+def _on(problem: Problem, data, m: int) -> Problem:
+    """``problem`` with tasks drawn from ``data = (images, counts)`` (traced arguments)."""
+    images, counts = data
+    return problem.replace(sample_task=lambda key: fewshot_data.sample_task(images, counts, key, m, 1, 1))
+
+
+@functools.lru_cache(maxsize=None)
+def segment_fn(scale: str, source: str, m: int, name: str):
+    """``(carry, data, stop, budget, lr) -> (carry, Steps)``: meta-steps while calls < stop, jitted once per
+    config (``data`` = `split_data` of the training split).
+
+    One meta-step: G = meta-batch mean of the estimator (`meta_batch_estimate`), Adam direction u, theta <-
+    theta - lr (1 - calls/budget) u. ``stop``, ``budget`` and ``lr`` are traced: every segment of every seed
+    (and every lr of `lr_grid`) runs the same compiled program.
+    """
+    s = check_scale(scale)
+    base, est, B = setting(scale, source, m).train, make_estimator(name), s["meta_batch"]
+    n_steps = segment_length(scale, name)
+
+    def run(carry: Carry, data, stop, budget, lr):
+        TRACES[("segment", scale, source, m, name)] = TRACES.get(("segment", scale, source, m, name), 0) + 1
+        problem = _on(base, data, m)
+
+        def step(c: Carry, _):
+            calls = c.grads + c.hvps
+            active = calls < stop
+            key, k = jax.random.split(c.key)
+
+            def take(_):
+                g, info, new_state = meta_batch_estimate(est, problem, c.theta, k, c.est_state, B)
+                u, new_opt = _ADAM.update(g, c.opt_state, c.theta)
+                frac = jnp.clip(calls.astype(jnp.float32) / budget, 0.0, 1.0)
+                step_size = (lr * (1.0 - frac)).astype(jnp.float32)
+                new_theta = jax.tree_util.tree_map(lambda t, d: t - step_size * d, c.theta, u)
+                keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(info.finite, a, b), new, old)
+                return keep(new_theta, c.theta), keep(new_state, c.est_state), keep(new_opt, c.opt_state), info
+
+            def skip(_):
+                shapes = jax.eval_shape(lambda: meta_batch_estimate(est, problem, c.theta, k, c.est_state, B))[1]
+                zeros = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+                return c.theta, c.est_state, c.opt_state, zeros._replace(finite=jnp.ones((), bool))
+
+            theta, est_state, opt_state, info = jax.lax.cond(active, take, skip, None)
+            grads, hvps = c.grads + info.grad_calls, c.hvps + info.hvp_calls
+            new = Carry(theta, est_state, opt_state, grads, hvps, c.nonfinite + (~info.finite).astype(COUNT),
+                        c.steps + active.astype(COUNT), key)
+            return new, Steps(active, grads + hvps, info.q.astype(jnp.float32), info.exact, info.finite)
+
+        return jax.lax.scan(step, carry, None, length=n_steps)
+
+    return jax.jit(run)
+
+
+def init_carry(scale: str, source: str, m: int, name: str, seed: int) -> Carry:
+    theta = theta_init(scale, source, m, seed)
+    zero = jnp.zeros((), COUNT)
+    key = jax.random.fold_in(jax.random.PRNGKey(int(seed)), 1)
+    return Carry(theta, make_estimator(name).init(theta), _ADAM.init(theta), zero, zero, zero, zero, key)
+
+
+@functools.lru_cache(maxsize=None)
+def eval_fn(scale: str, source: str, m: int):
+    """``(theta, data, keys[EVAL_CHUNK]) -> (accuracy, query loss)`` per task after r inner steps at alpha on the
+    support set; ``data`` = `split_data` of the test (or validation) split. Jitted once per setting."""
+    st = setting(scale, source, m)
+
+    def chunk(theta, data, keys):
+        TRACES[("eval", scale, source, m)] = TRACES.get(("eval", scale, source, m), 0) + 1
+        problem = _on(st.test, data, m)
+
+        def one(key):
+            task = problem.sample_task(key)
+            phi = inner_path(problem, theta, task)
+            logits = conv4_apply(phi, task.query_x, "batch") if st.model == "conv4" else mlp_apply(phi, task.query_x)
+            return accuracy(logits, task.query_y), cross_entropy(logits, task.query_y)
+
+        return jax.vmap(one)(keys)
+
+    return jax.jit(chunk)
+
+
+def evaluate(scale: str, source: str, m: int, theta, n: int, key, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
+    """Per-task (accuracy, query cross-entropy) on ``n`` tasks of ``split`` (the first n of ``key``'s stream:
+    a smaller n is a prefix of a larger one)."""
+    fn = eval_fn(scale, source, m)
+    data = split_data(source, split)
+    n_chunks = -(-int(n) // EVAL_CHUNK)
+    keys = jax.random.split(key, n_chunks * EVAL_CHUNK).reshape(n_chunks, EVAL_CHUNK, -1)
+    out = [fn(theta, data, keys[i]) for i in range(n_chunks)]
+    acc = np.concatenate([np.asarray(a) for a, _ in out])[:n]
+    loss = np.concatenate([np.asarray(b) for _, b in out])[:n]
+    return acc.astype(np.float64), loss.astype(np.float64)
+
+
+class Run(NamedTuple):
+    """A finished training run: thetas at the checkpoints (0 calls first), their calls and meta-steps, and
+    the per-meta-step records of the whole run (active steps only)."""
+
+    thetas: list
+    calls: list
+    steps: list
+    records: dict
+    nonfinite: int
+
+
+_RUNS: dict[tuple, Run] = {}  # memo: the MC cell reuses a training cell's run in the same process
+_EVAL0: dict[tuple, tuple] = {}  # memo: test accuracy of theta_0 per (scale, source, m, seed, n)
+
+
+def train_run(scale: str, source: str, m: int, name: str, seed: int, lr: float | None = None) -> Run:
+    """Train ``name`` at the full budget in ``checkpoints`` segments (one compiled program), keeping theta
+    at each checkpoint. Deterministic given its arguments (memoised per process)."""
+    s = check_scale(scale)
+    lr = float(LR[name] if lr is None else lr)
+    memo = (scale, source, int(m), name, int(seed), lr)
+    if memo in _RUNS:
+        return _RUNS[memo]
+    budget = budget_of(scale)
+    fn = segment_fn(scale, source, int(m), name)
+    carry = init_carry(scale, source, int(m), name, seed)
+    data = split_data(source, "train")
+    thetas, calls, steps, recs = [carry.theta], [0], [0], []
+    for i in range(1, s["checkpoints"] + 1):
+        stop = budget * i // s["checkpoints"]
+        carry, rec = fn(carry, data, jnp.asarray(stop, COUNT), jnp.float32(budget), jnp.float32(lr))
+        thetas.append(carry.theta)
+        calls.append(int(carry.grads + carry.hvps))
+        steps.append(int(carry.steps))
+        recs.append(jax.device_get(rec))
+    records = {f: np.concatenate([getattr(r, f) for r in recs]) for f in Steps._fields}
+    active = records.pop("active")
+    records = {f: v[active] for f, v in records.items()}
+    run = Run(thetas, calls, steps, records, int(carry.nonfinite))
+    _RUNS[memo] = run
+    return run
+
+
+def cell_train(config: dict) -> pd.DataFrame:
+    """One (setting, estimator, seed): test accuracy at the checkpoints (record "eval"), per test task at the
+    full budget (record "task") and per meta-step calls and q (record "step")."""
+    s = check_scale(config["scale"])
+    scale, source, m = config["scale"], config["source"], int(config["m"])
+    name, seed = config["estimator"], int(config["seed"])
+    lr = float(config.get("lr", LR[check_estimator(name)]))
+    run = train_run(scale, source, m, name, seed, lr)
+    key = jax.random.fold_in(jax.random.PRNGKey(int(seed)), 2)  # the same test tasks for every estimator
+    rows = []
+    last = len(run.thetas) - 1
+    for i, theta in enumerate(run.thetas):
+        n = s["n_test"] if i == last else s["n_test_curve"]
+        memo = (scale, source, m, seed, n)  # theta_0 is the same for every estimator of a seed
+        if i == 0 and memo in _EVAL0:
+            acc, loss = _EVAL0[memo]
+        else:
+            acc, loss = evaluate(scale, source, m, theta, n, key)
+            if i == 0:
+                _EVAL0[memo] = (acc, loss)
+        rows.append({"record": "eval", "checkpoint": i, "calls": run.calls[i], "step": run.steps[i],
+                     "accuracy": acc.mean(), "accuracy_se": acc.std(ddof=1) / math.sqrt(n), "loss": loss.mean(),
+                     "n_tasks": n})
+        if i == last:
+            final = pd.DataFrame({"record": "task", "checkpoint": i, "calls": run.calls[i], "task": np.arange(n),
+                                  "accuracy": acc, "loss": loss})
+    rec = run.records
+    per_step = pd.DataFrame({"record": "step", "step": np.arange(1, len(rec["calls"]) + 1), "calls": rec["calls"],
+                             "q": rec["q"].astype(np.float64), "exact": rec["exact"], "finite": rec["finite"]})
+    out = pd.concat([pd.DataFrame(rows), final, per_step], ignore_index=True)
+    out["lr"], out["budget"], out["nonfinite"] = lr, budget_of(scale), run.nonfinite
+    out["r"], out["alpha"], out["filters"], out["meta_batch"], out["k"] = (s["r"], s["alpha"], s["filters"],
+                                                                         s["meta_batch"], 1)
+    return out
+
+
+# ---------------------------------------------------------------------------------------- Monte Carlo
+
+
+def mc_thetas(scale: str, source: str, m: int) -> tuple[list, list]:
+    """(thetas, calls) at the fractions ``mc["points"]`` of the budget along the Adaptive UFOM run of seed 0."""
+    s = check_scale(scale)
+    run = train_run(scale, source, m, MC_SOURCE, 0)
+    idx = sorted({int(round(p * s["checkpoints"])) for p in s["mc"]["points"]})
+    return [run.thetas[i] for i in idx], [run.calls[i] for i in idx]
+
+
+def _with(problem: Problem, alpha: float, r: int) -> Problem:
+    return problem.replace(step_sizes=jnp.full((int(r),), float(alpha), problem.step_sizes.dtype))
+
+
+def mc_rows(problem: Problem, thetas: list, n: int, key, qs=()) -> list[dict]:
+    """D^2, V^2 (eqs. 14, 16) per theta from n sampled tasks, and UFOM's second moment and variance per q."""
+    grid = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *thetas)
+    samples = montecarlo.gradient_samples(problem, grid, n, key, method="sampled", chunk_size=n, grid=True)
+    cells = montecarlo.moments_of(samples)
+    rows = []
+    for c, mom in enumerate(cells):
+        base = {"point": c, "d2": mom.d2, "d2_se": mom.d2_se, "v2": mom.v2, "v2_se": mom.v2_se,
+                "bias_norm": float(np.linalg.norm(mom.bias)), "meta_grad_norm": float(np.linalg.norm(mom.meta_grad)),
+                "n": mom.n, "n_nonfinite": mom.n_nonfinite}
+        if not len(qs):
+            rows.append(base)
+            continue
+        one = montecarlo.Samples(samples.g_fo[c], samples.g[c], samples.weight, samples.finite[c], samples.method)
+        um = montecarlo.ufom_moments_of(one, np.asarray(qs, float), jax.random.fold_in(key, 7919 + c))
+        var, var_se = montecarlo.ufom_variance(um)
+        for j, q in enumerate(qs):
+            rows.append({**base, "q": float(q), "ufom_m2": float(um.second_moment[j]),
+                         "ufom_m2_se": float(um.second_moment_se[j]), "ufom_direct": float(um.direct[j]),
+                         "ufom_direct_se": float(um.direct_se[j]),
+                         "ufom_diff_se": float(um.diff_se[j]), "ufom_var": float(var[j]),
+                         "ufom_var_se": float(var_se[j])})
+    return rows
+
+
+def cell_mc(config: dict) -> pd.DataFrame:
+    """D^2, V^2 and UFOM's variance on this workload across alpha, r and q, at thetas along training."""
+    s = check_scale(config["scale"])
+    scale, source, m = config["scale"], config["source"], int(config["m"])
+    mc = s["mc"]
+    thetas, calls = mc_thetas(scale, source, m)
+    base = setting(scale, source, m).train
+    key = jax.random.PRNGKey(int(config.get("seed", 0)) + 100)
+    out = []
+    for a in sorted(set(mc["alphas"]) | {s["alpha"]}):  # alpha axis at the setting's r (+ q at its alpha)
+        qs = mc["qs"] if a == s["alpha"] else ()
+        for row in mc_rows(_with(base, a, s["r"]), thetas, mc["n"], jax.random.fold_in(key, int(a * 1e6)), qs):
+            out.append({"axis": "alpha" if not qs else "q", "alpha": a, "r": s["r"], **row})
+            if qs and row["q"] == mc["qs"][0]:
+                out.append({"axis": "alpha", "alpha": a, "r": s["r"],
+                            **{k: v for k, v in row.items() if not k.startswith("ufom") and k != "q"}})
+    for r in sorted(set(mc["rs"]) - {s["r"]}):  # r axis at the setting's alpha (r = s["r"] is on the alpha axis)
+        for row in mc_rows(_with(base, s["alpha"], r), thetas, mc["n"], jax.random.fold_in(key, 10_000 + r)):
+            out.append({"axis": "r", "alpha": s["alpha"], "r": r, **row})
+    frame = pd.DataFrame(out)
+    # the setting's (alpha, r) row also belongs to the r axis
+    here = frame[(frame["axis"] == "alpha") & (frame["alpha"] == s["alpha"])].assign(axis="r")
+    frame = pd.concat([frame, here], ignore_index=True)
+    frame["record"] = "mc"
+    frame["theta_calls"] = frame["point"].map(dict(enumerate(calls)))
+    frame["mc_source"] = MC_SOURCE
+    return frame
+
+
+def cell_fewshot(config: dict) -> pd.DataFrame:
+    """The sweep's cell: a training cell (``kind="train"``) or a Monte Carlo cell (``kind="mc"``)."""
+    kind = config.get("kind")
+    if kind == "train":
+        return cell_train(config)
+    if kind == "mc":
+        return cell_mc(config)
+    raise ValueError(f"unknown few-shot cell kind {kind!r}; expected 'train' or 'mc'")
+
+
+def configs(scale: str) -> list[dict]:
+    """Training cells per (source, m, estimator, seed), then the Monte Carlo cells (which reuse a run)."""
+    s = check_scale(scale)
+    train = [{"scale": scale, "kind": "train", "source": src, "m": int(m), "estimator": e, "seed": int(seed)}
+             for src, m in s["settings"] for seed in s["seeds"] for e in ESTIMATORS]
+    mc = [{"scale": scale, "kind": "mc", "source": src, "m": int(m), "estimator": MC_SOURCE, "seed": 0}
+          for src, m in s["settings"] if m in s["mc"]["ways"]]
+    return train + mc
+
+
+# ------------------------------------------------------------------------------------------ summaries
+
+
+def _combine_seeds(per_seed: pd.DataFrame) -> pd.Series:
+    """Mean over seeds of per-seed means; SE = max(test-task SE, seed SE) (the conservative of the two)."""
+    k = len(per_seed)
+    mean = per_seed["accuracy"].mean()
+    se_task = math.sqrt((per_seed["accuracy_se"] ** 2).sum()) / k
+    se_seed = per_seed["accuracy"].std(ddof=1) / math.sqrt(k) if k > 1 else 0.0
+    return pd.Series({"accuracy": mean, "se_task": se_task, "se_seed": se_seed, "se": max(se_task, se_seed),
+                      "seeds": k, "n_tasks": int(per_seed["n_tasks"].sum())})
+
+
+def table2(frame: pd.DataFrame) -> pd.DataFrame:
+    """Table 2 analog: final test accuracy per (source, m, estimator), mean over seeds with its SEs.
+
+    ``se_task``: the test-task SE of the seed mean (sqrt(sum SE_s^2)/k, the MAML protocol's CI source);
+    ``se_seed``: sd of the seed means / sqrt(k) (training randomness); ``se`` the larger one; ``ci95`` =
+    1.96 se, in accuracy units (0..1). Columns also: seeds, n_tasks (summed over seeds), calls (mean spent).
+    """
+    ev = frame[(frame["record"] == "eval")]
+    final = ev[ev["checkpoint"] == ev.groupby(["source", "m", "estimator", "seed"])["checkpoint"].transform("max")]
+    out = final.groupby(["source", "m", "estimator"]).apply(_combine_seeds, include_groups=False).reset_index()
+    calls = final.groupby(["source", "m", "estimator"])["calls"].mean().reset_index(drop=True)
+    out["calls"] = calls.to_numpy()
+    out["ci95"] = Z95 * out["se"]
+    return out
+
+
+def curves(frame: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy against function calls: per (source, m, estimator, checkpoint), mean over seeds and SE."""
+    ev = frame[frame["record"] == "eval"]
+    g = ev.groupby(["source", "m", "estimator", "checkpoint"])
+    out = g.apply(_combine_seeds, include_groups=False).reset_index()
+    out["calls"] = g["calls"].mean().to_numpy()
+    return out
+
+
+def paired_differences(frame: pd.DataFrame, a: str = "adaptive_ufom") -> pd.DataFrame:
+    """Final accuracy of ``a`` minus each other estimator, paired over the same test tasks and seeds.
+
+    Per (source, m, other): diff = mean over seeds of the per-seed mean paired difference; se_task = sd of the
+    per-task differences within seeds combined over seeds; se_seed = sd of the per-seed differences / sqrt(k);
+    se = the larger; z = diff / se.
+    """
+    tasks = frame[frame["record"] == "task"]
+    rows = []
+    for (src, m), g in tasks.groupby(["source", "m"]):
+        wide = g.pivot_table(index=["seed", "task"], columns="estimator", values="accuracy")
+        if a not in wide:
+            continue
+        for other in [e for e in ESTIMATORS if e != a and e in wide]:
+            d = (wide[a] - wide[other]).dropna()
+            by_seed = d.groupby(level="seed")
+            means, ses = by_seed.mean(), by_seed.std(ddof=1) / np.sqrt(by_seed.count())
+            k = len(means)
+            diff = means.mean()
+            se_task = math.sqrt(float((ses**2).sum())) / k
+            se_seed = means.std(ddof=1) / math.sqrt(k) if k > 1 else 0.0
+            se = max(se_task, se_seed)
+            rows.append({"source": src, "m": int(m), "other": other, "diff": diff, "se_task": se_task,
+                         "se_seed": se_seed, "se": se, "z": diff / se if se > 0 else np.nan, "seeds": k})
+    return pd.DataFrame(rows)
+
+
+# -------------------------------------------------------------------------------- step-size selection
+
+
+def lr_grid(scale: str = "default", source: str = "glyphs", m: int | None = None, grid=LR_GRID, seed: int = 0,
+            n_val: int = 300) -> pd.DataFrame:
+    """The offline step-size selection: validation accuracy per (estimator, Adam lr) at the full budget."""
+    s = check_scale(scale)
+    m = s["settings"][0][1] if m is None else int(m)
+    rows = []
+    key = jax.random.PRNGKey(10_000 + seed)
+    for name in ESTIMATORS:
+        for lr in grid:
+            run = train_run(scale, source, m, name, seed, lr)
+            acc, _ = evaluate(scale, source, m, run.thetas[-1], n_val, key, split="val")
+            rows.append({"estimator": name, "lr": lr, "val_accuracy": acc.mean(),
+                         "val_se": acc.std(ddof=1) / math.sqrt(n_val), "nonfinite": run.nonfinite})
+    return pd.DataFrame(rows)
+
+
+CELLS = {"fewshot": cell_fewshot}
+
+
+if __name__ == "__main__":  # python -m simulations.fewshot lr [scale]: the step-size selection table
+    if len(sys.argv) > 1 and sys.argv[1] == "lr":
+        table = lr_grid(sys.argv[2] if len(sys.argv) > 2 else "default")
+        print(table.to_string(index=False))
+        best = table.loc[table.groupby("estimator")["val_accuracy"].idxmax(), ["estimator", "lr"]]
+        print("best:", dict(zip(best["estimator"], best["lr"])))
