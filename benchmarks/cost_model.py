@@ -18,6 +18,7 @@ one gradient dL_in/dphi, C2 of one HVP (the reverse pass of Algorithm 4 giving b
 times): at small r the fixed cost of a call is a visible share of FOM's time, and this ratio falls below 1.
 
 All times are minima over interleaved repetitions in one process (benchmarks._common.interleaved_min).
+``python -m benchmarks.cost_model`` prints the table without asv.
 """
 
 from __future__ import annotations
@@ -180,3 +181,16 @@ class CostModel(_CostCache):
         return self.values["predicted"]
 
     track_predicted_time_ratio.unit = "ratio"
+
+
+if __name__ == "__main__":  # python -m benchmarks.cost_model: the table of ratios, without asv
+    cache = CostModel().setup_cache()
+    print(f"{'problem':<10} {'r':>4} {'estimator':<11} {'measured':>9} {'predicted':>9} {'ratio':>6} {'dispatched':>10}")
+    for problem in PROBLEMS:
+        for r in C.R_COST_MODEL:
+            for target in TARGETS:
+                v = ratios(cache, target, r, problem)
+                print(f"{problem:<10} {r:>4} {target:<11} {v['measured']:9.3f} {v['predicted']:9.3f} "
+                      f"{v['ratio']:6.3f} {v['ratio_dispatched']:10.3f}")
+    for problem in PROBLEMS:
+        print(f"{problem}: C1 = {1e6 * cache['C1'][problem]:.0f} us, C2 = {1e6 * cache['C2'][problem]:.0f} us")
