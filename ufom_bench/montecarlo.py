@@ -435,11 +435,7 @@ def ufom_moments(problem: Problem, theta: PyTree, q, n: int | None = None, key=N
     Returns:
       `UfomMoments` (fields shaped like q).
     """
-    q_arr = np.asarray(q, dtype=float)
-    if q_arr.ndim > 1 or q_arr.size == 0:
-        raise ValueError(f"q must be a number or a non-empty 1-D array of numbers in (0, 1], got {q!r}")
-    for value in q_arr.ravel():
-        check_q(value)
+    _check_qs(q)
     if key is None:
         raise ValueError("ufom_moments needs a PRNG key (xi is always sampled)")
     resolved = _resolve_method(problem, method)
@@ -447,6 +443,16 @@ def ufom_moments(problem: Problem, theta: PyTree, q, n: int | None = None, key=N
     samples = gradient_samples(problem, theta, n, key, method=resolved,
                                chunk_size=chunk_size)
     return ufom_moments_of(samples, q, key, n_xi=n_xi)
+
+
+def _check_qs(q) -> np.ndarray:
+    """q as a float array, after checking that it is a number or a non-empty 1-D array of numbers in (0, 1]."""
+    q_arr = np.asarray(q, dtype=float)
+    if q_arr.ndim > 1 or q_arr.size == 0:
+        raise ValueError(f"q must be a number or a non-empty 1-D array of numbers in (0, 1], got {q!r}")
+    for value in q_arr.ravel():
+        check_q(value)
+    return q_arr
 
 
 def ufom_moments_of(samples: Samples, q, key, *, n_xi: int | None = None) -> UfomMoments:
@@ -462,11 +468,7 @@ def ufom_moments_of(samples: Samples, q, key, *, n_xi: int | None = None) -> Ufo
     Returns:
       `UfomMoments` (fields shaped like q).
     """
-    q_arr = np.asarray(q, dtype=float)
-    if q_arr.ndim > 1 or q_arr.size == 0:
-        raise ValueError(f"q must be a number or a non-empty 1-D array of numbers in (0, 1], got {q!r}")
-    for value in q_arr.ravel():
-        check_q(value)
+    q_arr = _check_qs(q)
     if key is None:
         raise ValueError("ufom_moments_of needs a PRNG key (xi is always sampled)")
     if samples.g.ndim != 2:
