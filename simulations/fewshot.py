@@ -575,6 +575,20 @@ def configs(scale: str) -> list[dict]:
 # ------------------------------------------------------------------------------------------ summaries
 
 
+def critical_value(se_task, se_seed, seeds, level: float = 0.95):
+    """Two-sided critical value for a mean whose SE is the larger of a test-task SE and a seed SE.
+
+    Test-task SEs rest on hundreds of tasks: normal quantile. A binding seed SE rests on k seeds: Student t
+    with k - 1 degrees of freedom (4.30 for k = 3 at 95%), so that a CI or a z against it keeps its level.
+    """
+    from scipy import stats
+
+    k = np.asarray(seeds, np.float64)
+    t = stats.t.ppf((1 + level) / 2, np.maximum(k - 1, 1))
+    seed_binds = (np.asarray(se_seed, np.float64) > np.asarray(se_task, np.float64)) & (k >= 2)
+    return np.where(seed_binds, t, stats.norm.ppf((1 + level) / 2))
+
+
 def _combine_seeds(per_seed: pd.DataFrame) -> pd.Series:
     """Mean over seeds of per-seed means; SE = max(test-task SE, seed SE) (the conservative of the two)."""
     k = len(per_seed)
@@ -590,14 +604,15 @@ def table2(frame: pd.DataFrame) -> pd.DataFrame:
 
     ``se_task``: the test-task SE of the seed mean (sqrt(sum SE_s^2)/k, the MAML protocol's CI source);
     ``se_seed``: sd of the seed means / sqrt(k) (training randomness); ``se`` the larger one; ``ci95`` =
-    1.96 se, in accuracy units (0..1). Columns also: seeds, n_tasks (summed over seeds), calls (mean spent).
+    `critical_value` x se (1.96 when the test-task SE binds, t_{0.975, k-1} when the seed SE does), in
+    accuracy units (0..1). Columns also: seeds, n_tasks (summed over seeds), calls (mean spent).
     """
     ev = frame[(frame["record"] == "eval")]
     final = ev[ev["checkpoint"] == ev.groupby(["source", "m", "estimator", "seed"])["checkpoint"].transform("max")]
     out = final.groupby(["source", "m", "estimator"]).apply(_combine_seeds, include_groups=False).reset_index()
     calls = final.groupby(["source", "m", "estimator"])["calls"].mean().reset_index(drop=True)
     out["calls"] = calls.to_numpy()
-    out["ci95"] = Z95 * out["se"]
+    out["ci95"] = critical_value(out["se_task"], out["se_seed"], out["seeds"]) * out["se"]
     return out
 
 
@@ -615,7 +630,7 @@ def paired_differences(frame: pd.DataFrame, a: str = "adaptive_ufom") -> pd.Data
 
     Per (source, m, other): diff = mean over seeds of the per-seed mean paired difference; se_task = sd of the
     per-task differences within seeds combined over seeds; se_seed = sd of the per-seed differences / sqrt(k);
-    se = the larger; z = diff / se.
+    se = the larger; z = diff / se; crit = its two-sided 95% `critical_value` (normal or Student t).
     """
     tasks = frame[frame["record"] == "task"]
     rows = []
@@ -633,7 +648,8 @@ def paired_differences(frame: pd.DataFrame, a: str = "adaptive_ufom") -> pd.Data
             se_seed = means.std(ddof=1) / math.sqrt(k) if k > 1 else 0.0
             se = max(se_task, se_seed)
             rows.append({"source": src, "m": int(m), "other": other, "diff": diff, "se_task": se_task,
-                         "se_seed": se_seed, "se": se, "z": diff / se if se > 0 else np.nan, "seeds": k})
+                         "se_seed": se_seed, "se": se, "z": diff / se if se > 0 else np.nan, "seeds": k,
+                         "crit": float(critical_value(se_task, se_seed, k))})
     return pd.DataFrame(rows)
 
 

@@ -84,7 +84,15 @@ def test_table2_display_puts_ours_beside_the_paper():
 def test_ordering_claim_verdicts(acc, verdict):
     row = ordering_claim(_frame(acc, seed=1))
     assert row["verdict"] == verdict, row["measured"]
-    assert "z > 2" in row["criterion"] and "Table 2" in row["source"]
+    assert "z > c" in row["criterion"] and "Student t" in row["criterion"] and "Table 2" in row["source"]
+
+
+def test_critical_value_is_student_t_when_the_seed_se_binds():
+    """Three seeds: a seed-SE-bound z needs |z| > t_{0.975, 2} = 4.30, a task-SE-bound one |z| > 1.96."""
+    from simulations.fewshot import critical_value
+
+    c = critical_value(se_task=[0.01, 0.02, 0.01], se_seed=[0.02, 0.01, 0.02], seeds=[3, 3, 1])
+    np.testing.assert_allclose(c, [4.302653, 1.959964, 1.959964], rtol=1e-6)
 
 
 def test_claims_table_columns_and_rows():
