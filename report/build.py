@@ -1,10 +1,8 @@
-"""The PDF report: provenance, claims table, theory section, Figure 1 (a)-(f) and the r extension."""
+"""The PDF report: provenance, claims table, theory section, Figure 1 (a)-(f), the r extension, and the
+hypercleaning (Table 1) and few-shot (Table 2) sections."""
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import pandas as pd
 
 from report import figures

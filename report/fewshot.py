@@ -145,10 +145,10 @@ def _row(claim, source, measured, criterion, ok):
 def ordering_claim(frame: pd.DataFrame) -> dict:
     """The paper's ordering: Adaptive UFOM best in every setup (vs exact, FOM, Reptile), paired z-tests."""
     diffs = fs.paired_differences(_train(frame))
-    crit = (f"paired z = (acc AD.UFOM - acc other) / SE over the same test tasks and seeds, SE = max(test-task "
-            f"SE, seed SE); two-sided 95% critical value c = 1.96 when the test-task SE binds, Student t with "
-            f"seeds - 1 dof when the seed SE does; holds if every z > c (all settings, all three baselines), "
-            f"fails if any z < -c (a baseline significantly better), else inconclusive")
+    crit = ("paired z = (acc AD.UFOM - acc other) / SE over the same test tasks and seeds, SE = max(test-task "
+            "SE, seed SE); two-sided 95% critical value c = 1.96 when the test-task SE binds, Student t with "
+            "seeds - 1 dof when the seed SE does; holds if every z > c (all settings, all three baselines), "
+            "fails if any z < -c (a baseline significantly better), else inconclusive")
     claim = "Adaptive UFOM shows the best test accuracy at equal function calls (vs exact, FOM, Reptile)"
     if diffs.empty or not np.isfinite(diffs["z"]).any():
         return _row(claim, "Section 5.3, Table 2", "no paired comparisons", crit, None)

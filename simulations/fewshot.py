@@ -122,6 +122,7 @@ from ufom_bench.problems.fewshot import (
     mlp_apply,
     mlp_init,
 )
+from ufom_bench.train import guarded_step
 
 PyTree = Any
 
@@ -338,21 +339,15 @@ def segment_fn(scale: str, source: str, m: int, name: str):
             active = calls < stop
             key, k = jax.random.split(c.key)
 
-            def take(_):
-                g, info, new_state = meta_batch_estimate(est, problem, c.theta, k, c.est_state, B)
-                u, new_opt = _ADAM.update(g, c.opt_state, c.theta)
+            def update(g, opt_state, theta):
+                u, new_opt = _ADAM.update(g, opt_state, theta)
                 frac = jnp.clip(calls.astype(jnp.float32) / budget, 0.0, 1.0)
                 step_size = (lr * (1.0 - frac)).astype(jnp.float32)
-                new_theta = jax.tree_util.tree_map(lambda t, d: t - step_size * d, c.theta, u)
-                keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(info.finite, a, b), new, old)
-                return keep(new_theta, c.theta), keep(new_state, c.est_state), keep(new_opt, c.opt_state), info
+                return jax.tree_util.tree_map(lambda t, d: t - step_size * d, theta, u), new_opt
 
-            def skip(_):
-                shapes = jax.eval_shape(lambda: meta_batch_estimate(est, problem, c.theta, k, c.est_state, B))[1]
-                zeros = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
-                return c.theta, c.est_state, c.opt_state, zeros._replace(finite=jnp.ones((), bool))
-
-            theta, est_state, opt_state, info = jax.lax.cond(active, take, skip, None)
+            estimate = lambda: meta_batch_estimate(est, problem, c.theta, k, c.est_state, B)
+            theta, est_state, opt_state, info = guarded_step(active, estimate, update, c.theta, c.est_state,
+                                                             c.opt_state)
             grads, hvps = c.grads + info.grad_calls, c.hvps + info.hvp_calls
             new = Carry(theta, est_state, opt_state, grads, hvps, c.nonfinite + (~info.finite).astype(COUNT),
                         c.steps + active.astype(COUNT), key)

@@ -86,7 +86,7 @@ from ufom_bench.estimators import _core
 from ufom_bench.estimators._core import COUNT, Estimator
 from ufom_bench.problem import inner_path, task_at
 from ufom_bench.problems.hypercleaning import hypercleaning_metrics
-from ufom_bench.train import Record, train
+from ufom_bench.train import Record, guarded_step, train
 
 SCALES = {
     "smoke": dict(n_train=100, n_val=50, n_test=100, hidden=8, r=3, budget=400, points=(0.5, 1.0),
@@ -243,19 +243,12 @@ def train_snapshots(problem, estimator: Estimator, theta0, key, *, budget: int, 
         active = spent < budget
         task = problem.sample_task(k_task)
 
-        def take(_):
-            g, info, new_state = estimator.estimate(problem, theta, task, k_est, est_state)
+        def update(g, opt_state, theta):
             updates, new_opt = optimizer.update(g, opt_state, theta)
-            new_theta = optax.apply_updates(theta, updates)
-            keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(info.finite, a, b), new, old)
-            return keep(new_theta, theta), keep(new_state, est_state), keep(new_opt, opt_state), info
+            return optax.apply_updates(theta, updates), new_opt
 
-        def skip(_):
-            g, info, _ = jax.eval_shape(lambda: estimator.estimate(problem, theta, task, k_est, est_state))
-            zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), info)
-            return theta, est_state, opt_state, zeros._replace(finite=jnp.ones((), bool))
-
-        theta, est_state, opt_state, info = jax.lax.cond(active, take, skip, None)
+        estimate = lambda: estimator.estimate(problem, theta, task, k_est, est_state)
+        theta, est_state, opt_state, info = guarded_step(active, estimate, update, theta, est_state, opt_state)
         grads, hvps = grads + info.grad_calls, hvps + info.hvp_calls
         bad = bad + (~info.finite).astype(COUNT)
         loss = problem.outer_loss(theta, inner_path(problem, theta, task), task) if track_loss else nan

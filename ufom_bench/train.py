@@ -15,7 +15,7 @@ import numpy as np
 import optax
 
 from ufom_bench.estimators import Estimator
-from ufom_bench.estimators._core import COUNT, all_finite
+from ufom_bench.estimators._core import COUNT
 from ufom_bench.problem import Problem, inner_path, meta_gradient, meta_objective
 
 PyTree = Any
@@ -80,6 +80,30 @@ def default_max_steps(problem: Problem, budget: int) -> int:
     return int(budget) // (problem.r + 1) + 1
 
 
+def guarded_step(active, estimate: Callable, update: Callable, theta, est_state, opt_state):
+    """One outer step of Algorithm 1 under a budget, shared by every outer loop of the suite.
+
+    When ``active``: ``(g, info, new_state) = estimate()``, ``(new_theta, new_opt) = update(g, opt_state,
+    theta)``; if the estimate is not finite (``info.finite`` False: a divergent inner loop) theta, the
+    estimator state and the optimizer state are kept, so the caller counts it and nothing is averaged in.
+    When not active (budget spent): nothing is computed (``lax.cond``) and ``info`` is zeros, finite.
+    Returns (theta, est_state, opt_state, info).
+    """
+
+    def take(_):
+        g, info, new_state = estimate()
+        new_theta, new_opt = update(g, opt_state, theta)
+        keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(info.finite, a, b), new, old)
+        return keep(new_theta, theta), keep(new_state, est_state), keep(new_opt, opt_state), info
+
+    def skip(_):
+        info = jax.eval_shape(estimate)[1]
+        zeros = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), info)
+        return theta, est_state, opt_state, zeros._replace(finite=jnp.ones((), bool))
+
+    return jax.lax.cond(active, take, skip, None)
+
+
 def train(
     problem: Problem,
     estimator: Estimator,
@@ -126,25 +150,15 @@ def train(
         active = grads + hvps < budget
         task = problem.sample_task(k_task)
 
-        def take(_):
-            g, info, new_state = estimator.estimate(problem, theta, task, k_est, est_state)
-            ok = info.finite
+        def update(g, opt_state, theta):
             if optimizer is None:
                 gamma = schedule(k.astype(nan.dtype))
-                new_theta = jax.tree_util.tree_map(lambda t, d: t - gamma * d, theta, g)
-                new_opt = opt_state
-            else:
-                updates, new_opt = optimizer.update(g, opt_state, theta)
-                new_theta = optax.apply_updates(theta, updates)
-            keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
-            return (keep(new_theta, theta), keep(new_state, est_state), keep(new_opt, opt_state), info)
+                return jax.tree_util.tree_map(lambda t, d: t - gamma * d, theta, g), opt_state
+            updates, new_opt = optimizer.update(g, opt_state, theta)
+            return optax.apply_updates(theta, updates), new_opt
 
-        def skip(_):
-            g, info, _ = jax.eval_shape(lambda: estimator.estimate(problem, theta, task, k_est, est_state))
-            zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), info)
-            return theta, est_state, opt_state, zeros._replace(finite=jnp.ones((), bool))
-
-        theta, est_state, opt_state, info = jax.lax.cond(active, take, skip, None)
+        estimate = lambda: estimator.estimate(problem, theta, task, k_est, est_state)
+        theta, est_state, opt_state, info = guarded_step(active, estimate, update, theta, est_state, opt_state)
         grads, hvps = grads + info.grad_calls, hvps + info.hvp_calls
         bad = bad + (~info.finite).astype(COUNT)
         if track_meta:

@@ -39,13 +39,13 @@ for UFOM's coin under vmap).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ufom_bench.data.fewshot import Task, TaskSampler
+from ufom_bench.data.fewshot import TaskSampler
 from ufom_bench.data.fewshot import sinusoid as sinusoid_task
 from ufom_bench.estimators._core import COUNT, Estimator, Info
 from ufom_bench.problem import Problem
