@@ -27,7 +27,7 @@ from . import _common as C
 R_VALUES = (1, 2) if C.TINY else (10, 100)
 SIZES = dict(n_train=20, n_val=10, hidden=4) if C.TINY else dict(n_train=1000, n_val=500, hidden=32)
 EXTRA = ("truncated_k1",)  # defined by the experiment, not in the registry
-TIMED = tuple(label for label in C.TIMED) + EXTRA  # reptile included, and skipped
+TIMED = tuple(C.TIMED) + EXTRA  # reptile included, and skipped
 PROGRAMS = tuple(C.ESTIMATORS) + EXTRA  # one compiled program per estimator (both branches of UFOM's cond)
 
 
