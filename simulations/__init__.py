@@ -7,6 +7,7 @@ from typing import Callable
 import pandas as pd
 
 from simulations import claims, fewshot, hypercleaning, synthetic
+from ufom_bench.errors import UserError
 
 SCALES = tuple(synthetic.SCALES)
 
@@ -35,7 +36,7 @@ EXPERIMENTS: dict[str, tuple[Callable[[str], list[dict]], Callable[[dict], pd.Da
 
 def check_experiment(name: str) -> str:
     if name not in EXPERIMENTS:
-        raise ValueError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
+        raise UserError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
     return name
 
 

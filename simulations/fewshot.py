@@ -123,6 +123,7 @@ from ufom_bench.problems.fewshot import (
     mlp_init,
 )
 from ufom_bench.train import guarded_step
+from ufom_bench.errors import UserError
 
 PyTree = Any
 
@@ -177,13 +178,13 @@ LR_GRID_RESULTS = {
 
 def check_scale(scale: str) -> dict:
     if scale not in SCALES:
-        raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
+        raise UserError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
     return SCALES[scale]
 
 
 def check_estimator(name: str) -> str:
     if name not in ESTIMATORS:
-        raise ValueError(f"unknown estimator {name!r}; choose one of {', '.join(ESTIMATORS)}")
+        raise UserError(f"unknown estimator {name!r}; choose one of {', '.join(ESTIMATORS)}")
     return name
 
 
@@ -221,11 +222,11 @@ def load_source(source: str) -> fewshot_data.FewShotSplits:
     if source == "glyphs":
         return glyphs()
     if source not in ENV_DIRS:
-        raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+        raise UserError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
     path = os.environ.get(ENV_DIRS[source])
     if not path:
         want = ", ".join(fewshot_data.OMNIGLOT_ARCHIVES) if source == "omniglot" else fewshot_data.CIFAR100_ARCHIVE
-        raise ValueError(f"source {source!r} reads its archives from a local directory: set {ENV_DIRS[source]} "
+        raise UserError(f"source {source!r} reads its archives from a local directory: set {ENV_DIRS[source]} "
                          f"to a directory holding {want}")
     if source == "omniglot":
         return fewshot_data.omniglot(path)
@@ -307,7 +308,7 @@ def split_data(source: str, split: str = "train") -> tuple[jax.Array, jax.Array]
     (a 15 MB constant adds seconds to every XLA compile on a CPU)."""
     sampler = getattr(load_source(source), split)
     if sampler is None:
-        raise ValueError(f"source {source!r} has no {split!r} split")
+        raise UserError(f"source {source!r} has no {split!r} split")
     return sampler.images, sampler.counts
 
 
@@ -554,7 +555,7 @@ def cell_fewshot(config: dict) -> pd.DataFrame:
         return cell_train(config)
     if kind == "mc":
         return cell_mc(config)
-    raise ValueError(f"unknown few-shot cell kind {kind!r}; expected 'train' or 'mc'")
+    raise UserError(f"unknown few-shot cell kind {kind!r}; expected 'train' or 'mc'")
 
 
 def configs(scale: str) -> list[dict]:

@@ -87,6 +87,7 @@ from ufom_bench.estimators._core import COUNT, Estimator
 from ufom_bench.problem import inner_path, task_at
 from ufom_bench.problems.hypercleaning import hypercleaning_metrics
 from ufom_bench.train import Record, guarded_step, train
+from ufom_bench.errors import UserError
 
 SCALES = {
     "smoke": dict(n_train=100, n_val=50, n_test=100, hidden=8, r=3, budget=400, points=(0.5, 1.0),
@@ -117,7 +118,7 @@ METRICS = ("val_loss", "val_accuracy", "test_loss", "test_accuracy", "train_clea
 
 def check_scale(scale: str) -> dict:
     if scale not in SCALES:
-        raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
+        raise UserError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
     return SCALES[scale]
 
 
@@ -158,7 +159,7 @@ def make_estimator(name: str) -> Estimator:
         return estimators.adaptive_ufom(**ADAPTIVE)
     if name in ("exact_me", "fom"):
         return estimators.get(name)
-    raise ValueError(f"unknown estimator {name!r}; choose one of {', '.join(ESTIMATORS)}")
+    raise UserError(f"unknown estimator {name!r}; choose one of {', '.join(ESTIMATORS)}")
 
 
 def min_cost(name: str, r: int) -> int:
@@ -184,7 +185,7 @@ def load_data(scale: str, seed: int):
     if scale == "paper":
         path = os.environ.get("UFOM_MNIST_DIR")
         if not path:
-            raise ValueError("the paper scale reads full MNIST: set UFOM_MNIST_DIR to a directory holding the "
+            raise UserError("the paper scale reads full MNIST: set UFOM_MNIST_DIR to a directory holding the "
                              f"four IDX files ({', '.join(mnist.IDX_FILES.values())})")
         split = mnist.idx_splits(mnist.load_idx_dir(path), s["n_train"], s["n_val"], seed=0)
     else:
@@ -228,7 +229,7 @@ def train_snapshots(problem, estimator: Estimator, theta0, key, *, budget: int, 
     """
     pts = np.asarray(points)
     if pts.ndim != 1 or pts.size < 1 or np.any(np.diff(pts) < 0) or pts[0] < 1 or pts[-1] > budget:
-        raise ValueError(f"points must be increasing budgets in [1, budget = {budget}], got {points!r}")
+        raise UserError(f"points must be increasing budgets in [1, budget = {budget}], got {points!r}")
     budgets = jnp.asarray(pts, COUNT)
     nan = jnp.full((), jnp.nan, jnp.result_type(float))
 
@@ -336,7 +337,7 @@ def cell_hypercleaning(config: dict) -> pd.DataFrame:
     s = check_scale(config["scale"])
     name, seed = config["estimator"], int(config["seed"])
     if name not in ESTIMATORS:
-        raise ValueError(f"unknown estimator {name!r}; choose one of {', '.join(ESTIMATORS)}")
+        raise UserError(f"unknown estimator {name!r}; choose one of {', '.join(ESTIMATORS)}")
     lr = float(config.get("lr", LR[name]))
     problem, split, corrupted = load_data(config["scale"], seed)
     budgets = budgets_of(config["scale"])
@@ -384,7 +385,7 @@ def ci_half_width(sd, n, level: float = 0.95):
     from scipy import stats
 
     if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got level = {level!r}")
+        raise UserError(f"level must be in (0, 1), got level = {level!r}")
     n = np.asarray(n, np.float64)
     t = stats.t.ppf((1 + level) / 2, np.maximum(n - 1, 1))
     return np.where(n >= 2, t * np.asarray(sd, np.float64) / np.sqrt(np.maximum(n, 1)), np.nan)
@@ -395,7 +396,7 @@ def table1(frame: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     Student-t CI half-width at ``level`` (columns ``<metric>_ci``; NaN with one seed), and ``seeds``."""
     final = frame[frame["record"] == "eval"]
     if final.empty:
-        raise ValueError("frame has no 'eval' rows: is it the output of the hypercleaning experiment?")
+        raise UserError("frame has no 'eval' rows: is it the output of the hypercleaning experiment?")
     final = final[final["budget"] == final["budget"].max()]
     cols = list(TABLE1_COLUMNS)
     g = final.groupby("estimator")[cols]

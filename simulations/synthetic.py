@@ -29,6 +29,7 @@ from ufom_bench.estimators._core import Estimator
 from ufom_bench.estimators.ufom import ufom_step
 from ufom_bench.problem import meta_objective
 from ufom_bench.train import inverse, train, train_many
+from ufom_bench.errors import UserError
 
 jax.config.update("jax_enable_x64", True)  # theory checks in float64 (the problems are scalar: no cost)
 
@@ -48,7 +49,7 @@ ALPHA_F = 0.01
 
 def check_scale(scale: str) -> dict:
     if scale not in SCALES:
-        raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
+        raise UserError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
     return SCALES[scale]
 
 
@@ -229,7 +230,7 @@ def configs(experiment: str, scale: str) -> list[dict]:
         return [{**base, "q_label": label, "seed": 0} for label in ("fom", "q_star", "exact")]
     if experiment == "ext_r":
         return [{**base, "r": int(r)} for r in s["r_values"]]
-    raise ValueError(f"unknown synthetic experiment {experiment!r}")
+    raise UserError(f"unknown synthetic experiment {experiment!r}")
 
 
 CELLS = {"fig1a": cell_fig1a, "fig1bc": cell_fig1bc, "fig1d": cell_fig1d, "fig1e": cell_fig1e,

@@ -42,6 +42,7 @@ from ufom_bench import estimators
 from ufom_bench.estimators._core import check_theta
 from ufom_bench.estimators.ufom import check_q
 from ufom_bench.problem import Problem, task_at
+from ufom_bench.errors import UserError
 
 PyTree = Any
 
@@ -168,17 +169,17 @@ def ci(estimate, se, z: float = Z95):
 
 def _resolve_method(problem: Problem, method: str) -> str:
     if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        raise UserError(f"method must be one of {METHODS}, got {method!r}")
     if method == "auto":
         return "exact" if problem.tasks is not None else "sampled"
     if method == "exact" and problem.tasks is None:
-        raise ValueError(f"method='exact' needs a finite task set, and problem {problem.name!r} has none")
+        raise UserError(f"method='exact' needs a finite task set, and problem {problem.name!r} has none")
     return method
 
 
 def _check_n(n, what: str, minimum: int = 1) -> int:
     if n is None or int(n) != n or n < minimum:
-        raise ValueError(f"{what} must be an integer >= {minimum}, got {n!r}")
+        raise UserError(f"{what} must be an integer >= {minimum}, got {n!r}")
     return int(n)
 
 
@@ -186,7 +187,7 @@ def _as_grid(problem: Problem, thetas: PyTree, grid: bool) -> tuple[PyTree, int]
     """thetas with a leading cell axis, validated against theta0, and the number of cells."""
     want, got = jax.tree_util.tree_structure(problem.theta0), jax.tree_util.tree_structure(thetas)
     if want != got:
-        raise ValueError(f"theta has pytree structure {got}, but problem {problem.name!r} expects {want}")
+        raise UserError(f"theta has pytree structure {got}, but problem {problem.name!r} expects {want}")
     thetas = jax.tree_util.tree_map(jnp.asarray, thetas)
     if not grid:
         check_theta(problem, thetas)
@@ -195,10 +196,10 @@ def _as_grid(problem: Problem, thetas: PyTree, grid: bool) -> tuple[PyTree, int]
     for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(problem.theta0)[0], jax.tree_util.tree_leaves(thetas)):
         if b.ndim != a.ndim + 1 or b.shape[1:] != a.shape:
             where = "thetas" + jax.tree_util.keystr(path)
-            raise ValueError(f"{where} must have shape (cells,) + {a.shape}, got {b.shape}")
+            raise UserError(f"{where} must have shape (cells,) + {a.shape}, got {b.shape}")
         sizes.add(b.shape[0])
     if len(sizes) != 1 or 0 in sizes:
-        raise ValueError(f"every leaf of thetas must share a non-empty leading grid axis, got sizes {sizes}")
+        raise UserError(f"every leaf of thetas must share a non-empty leading grid axis, got sizes {sizes}")
     return thetas, sizes.pop()
 
 
@@ -215,7 +216,7 @@ def _specs(problem: Problem, cells: int, n, key, method: str):
     else:
         m = _check_n(n, "n (task draws)")
         if key is None:
-            raise ValueError("sampled mode needs a PRNG key")
+            raise UserError("sampled mode needs a PRNG key")
         k_tasks = jax.random.split(key)[0]
         spec = jax.vmap(lambda c: jax.random.split(jax.random.fold_in(k_tasks, c), m))(jnp.arange(cells))
         spec = spec.reshape((cells * m,) + spec.shape[2:])
@@ -437,7 +438,7 @@ def ufom_moments(problem: Problem, theta: PyTree, q, n: int | None = None, key=N
     """
     _check_qs(q)
     if key is None:
-        raise ValueError("ufom_moments needs a PRNG key (xi is always sampled)")
+        raise UserError("ufom_moments needs a PRNG key (xi is always sampled)")
     resolved = _resolve_method(problem, method)
     n_xi = _check_n(n, "n (xi draws per task)", 2) if resolved == "exact" else 1
     samples = gradient_samples(problem, theta, n, key, method=resolved,
@@ -449,7 +450,7 @@ def _check_qs(q) -> np.ndarray:
     """q as a float array, after checking that it is a number or a non-empty 1-D array of numbers in (0, 1]."""
     q_arr = np.asarray(q, dtype=float)
     if q_arr.ndim > 1 or q_arr.size == 0:
-        raise ValueError(f"q must be a number or a non-empty 1-D array of numbers in (0, 1], got {q!r}")
+        raise UserError(f"q must be a number or a non-empty 1-D array of numbers in (0, 1], got {q!r}")
     for value in q_arr.ravel():
         check_q(value)
     return q_arr
@@ -470,9 +471,9 @@ def ufom_moments_of(samples: Samples, q, key, *, n_xi: int | None = None) -> Ufo
     """
     q_arr = _check_qs(q)
     if key is None:
-        raise ValueError("ufom_moments_of needs a PRNG key (xi is always sampled)")
+        raise UserError("ufom_moments_of needs a PRNG key (xi is always sampled)")
     if samples.g.ndim != 2:
-        raise ValueError(f"samples must hold one theta ([m, s] gradients), got shape {samples.g.shape}")
+        raise UserError(f"samples must hold one theta ([m, s] gradients), got shape {samples.g.shape}")
     resolved = samples.method
     n_xi = (_check_n(2 if n_xi is None else n_xi, "n_xi (xi draws per task)", 2) if resolved == "exact" else 1)
     g_fo, g, finite = samples.g_fo[None], samples.g[None], samples.finite[None]
@@ -524,10 +525,10 @@ def grid_sup(cells: Sequence[Moments], field: str = "d2") -> Sup:
     (nothing finite) are left out and counted in ``n_undefined``.
     """
     if field not in ("d2", "v2"):
-        raise ValueError(f"field must be 'd2' or 'v2', got {field!r}")
+        raise UserError(f"field must be 'd2' or 'v2', got {field!r}")
     cells = list(cells)
     if not cells:
-        raise ValueError("grid_sup needs at least one cell")
+        raise UserError("grid_sup needs at least one cell")
     values = np.array([getattr(c, field) for c in cells], dtype=float)
     defined = ~np.isnan(values)
     methods = {c.method for c in cells}
@@ -553,7 +554,7 @@ def to_frame(cells: Moments | Sequence[Moments], thetas: PyTree | None = None, *
     if thetas is not None:
         flat = np.asarray(jax.vmap(lambda t: ravel_pytree(t)[0])(thetas))
         if flat.shape[0] != len(cells):
-            raise ValueError(f"thetas has {flat.shape[0]} cells, but {len(cells)} results were given")
+            raise UserError(f"thetas has {flat.shape[0]} cells, but {len(cells)} results were given")
         if flat.shape[1] == 1:
             frame["theta"] = flat[:, 0]
         else:

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ufom_bench.errors import UserError
+
 PyTree = Any
 
 __all__ = ["Problem", "inner_path", "meta_objective", "meta_gradient", "task_at"]
@@ -55,13 +57,13 @@ class Problem:
         object.__setattr__(self, "step_sizes", alpha)
         object.__setattr__(self, "theta0", _validated_theta0(self.theta0))
         if self.task_probs is not None and self.tasks is None:
-            raise ValueError("Problem.task_probs given without Problem.tasks")
+            raise UserError("Problem.task_probs given without Problem.tasks")
         if self.tasks is not None:
             n = _num_tasks(self.tasks)
             probs = jnp.full((n,), 1.0 / n) if self.task_probs is None else jnp.asarray(self.task_probs)
             p = np.asarray(probs, dtype=np.float64)
             if p.shape != (n,) or not np.all(np.isfinite(p)) or np.any(p < 0) or abs(p.sum() - 1) > 1e-6:
-                raise ValueError(
+                raise UserError(
                     f"Problem.task_probs must be {n} non-negative finite numbers summing to 1, got {p!r}"
                 )
             object.__setattr__(self, "task_probs", probs)
@@ -111,15 +113,15 @@ def _validated_step_sizes(step_sizes) -> jax.Array:
         return step_sizes
     a = np.asarray(step_sizes)
     if a.ndim != 1:
-        raise ValueError(f"step_sizes must be a 1-D array (alpha_1..alpha_r), got shape {a.shape}")
+        raise UserError(f"step_sizes must be a 1-D array (alpha_1..alpha_r), got shape {a.shape}")
     if a.shape[0] < 1:
-        raise ValueError(f"step_sizes must hold r >= 1 inner step sizes, got r = {a.shape[0]}")
+        raise UserError(f"step_sizes must hold r >= 1 inner step sizes, got r = {a.shape[0]}")
     if not np.issubdtype(a.dtype, np.floating):
         a = a.astype(jnp.result_type(float))
     bad = ~(np.isfinite(a) & (a > 0))
     if bad.any():
         j = int(np.argmax(bad))
-        raise ValueError(
+        raise UserError(
             f"step sizes must be finite and > 0, got alpha_{j + 1} = {float(a[j])!r} (step_sizes[{j}])"
         )
     return jnp.asarray(a)
@@ -128,33 +130,33 @@ def _validated_step_sizes(step_sizes) -> jax.Array:
 def _validated_theta0(theta0) -> PyTree:
     leaves, _ = jax.tree_util.tree_flatten_with_path(theta0)
     if not leaves:
-        raise ValueError("theta0 must be a non-empty pytree of floating arrays")
+        raise UserError("theta0 must be a non-empty pytree of floating arrays")
     for path, leaf in leaves:
         if not _is_concrete(leaf):
             continue
         where = "theta0" + jax.tree_util.keystr(path)
         arr = np.asarray(leaf)
         if not np.issubdtype(arr.dtype, np.floating):
-            raise ValueError(f"{where} must be a floating array, got dtype {arr.dtype}")
+            raise UserError(f"{where} must be a floating array, got dtype {arr.dtype}")
         if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{where} must be finite, got non-finite values: {arr.ravel()[:5]!r}")
+            raise UserError(f"{where} must be finite, got non-finite values: {arr.ravel()[:5]!r}")
     return jax.tree_util.tree_map(jnp.asarray, theta0)
 
 
 def _num_tasks(tasks) -> int:
     leaves = jax.tree_util.tree_leaves(tasks)
     if not leaves:
-        raise ValueError("Problem.tasks must be a non-empty pytree of arrays stacked along axis 0")
+        raise UserError("Problem.tasks must be a non-empty pytree of arrays stacked along axis 0")
     sizes = {np.shape(x)[0] if np.ndim(x) else None for x in leaves}
     if len(sizes) != 1 or None in sizes:
-        raise ValueError(f"every leaf of Problem.tasks must share its leading axis, got sizes {sizes}")
+        raise UserError(f"every leaf of Problem.tasks must share its leading axis, got sizes {sizes}")
     return sizes.pop()
 
 
 def task_at(problem: Problem, i) -> PyTree:
     """Row ``i`` of a finite task set."""
     if problem.tasks is None:
-        raise ValueError(f"problem {problem.name!r} exposes no finite task set")
+        raise UserError(f"problem {problem.name!r} exposes no finite task set")
     return jax.tree_util.tree_map(lambda x: x[i], problem.tasks)
 
 
@@ -172,7 +174,7 @@ def inner_path(problem: Problem, theta: PyTree, task: PyTree) -> PyTree:
 def meta_objective(problem: Problem, theta: PyTree) -> jax.Array:
     """M_r(theta) = E_T L_out(theta, U^(r)(theta, T), T) (eq. 4), exactly over a finite task set."""
     if problem.tasks is None:
-        raise ValueError(f"problem {problem.name!r} exposes no finite task set: M_r can only be sampled")
+        raise UserError(f"problem {problem.name!r} exposes no finite task set: M_r can only be sampled")
 
     def one(task):
         return problem.outer_loss(theta, inner_path(problem, theta, task), task)

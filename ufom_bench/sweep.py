@@ -49,6 +49,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ufom_bench.provenance import provenance
+from ufom_bench.errors import UserError
 
 __all__ = [
     "CellError",
@@ -100,7 +101,7 @@ def _canonical(config: Config) -> Config:
         if not isinstance(key, str):
             raise TypeError(f"config keys must be str, got {key!r} in {config!r}")
         if key == CELL_ID or key.startswith(PROV_PREFIX):
-            raise ValueError(f"config key {key!r} is reserved ({CELL_ID!r}, {PROV_PREFIX}*) in {config!r}")
+            raise UserError(f"config key {key!r} is reserved ({CELL_ID!r}, {PROV_PREFIX}*) in {config!r}")
         if isinstance(value, np.generic):
             value = value.item()
         if value is not None and not isinstance(value, (bool, int, float, str)):
@@ -226,7 +227,7 @@ def _cell_table(rows: pd.DataFrame, experiment: str, cid: str, config: Config, p
     rows = rows.reset_index(drop=True)
     clash = [c for c in rows.columns if c in config or c == CELL_ID or str(c).startswith(PROV_PREFIX)]
     if clash:
-        raise ValueError(
+        raise UserError(
             f"the cell's columns {clash} clash with config keys or reserved names ({CELL_ID!r}, {PROV_PREFIX}*)"
         )
     front = pd.DataFrame({k: [v] * len(rows) for k, v in config.items()}, index=rows.index)
@@ -361,7 +362,7 @@ def run_sweep(
       CellError: a cell function raised (its config is in the message). Cells finished before are stored.
     """
     if not _EXPERIMENT_RE.fullmatch(experiment):
-        raise ValueError(f"experiment name {experiment!r} must match {_EXPERIMENT_RE.pattern}")
+        raise UserError(f"experiment name {experiment!r} must match {_EXPERIMENT_RE.pattern}")
     if executor is not None and scheduler is not None:
         raise TypeError("pass either executor or scheduler, not both")
     if executor is None:

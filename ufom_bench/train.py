@@ -17,6 +17,7 @@ import optax
 from ufom_bench.estimators import Estimator
 from ufom_bench.estimators._core import COUNT
 from ufom_bench.problem import Problem, inner_path, meta_gradient, meta_objective
+from ufom_bench.errors import UserError
 
 PyTree = Any
 Schedule = Callable[[jax.Array], jax.Array]
@@ -44,7 +45,7 @@ def constant(c: float) -> Schedule:
 
 def _check_positive(name, value):
     if not (np.isfinite(value) and value > 0):
-        raise ValueError(f"step size {name} must be finite and > 0, got {name} = {value!r}")
+        raise UserError(f"step size {name} must be finite and > 0, got {name} = {value!r}")
 
 
 class Record(NamedTuple):
@@ -133,13 +134,13 @@ def train(
       (theta after the run, Record of arrays with one row per step).
     """
     if budget is None or not budget > 0:
-        raise ValueError(f"budget must be a positive number of function calls, got budget = {budget!r}")
+        raise UserError(f"budget must be a positive number of function calls, got budget = {budget!r}")
     max_steps = default_max_steps(problem, budget) if max_steps is None else int(max_steps)
     if max_steps < 1:
-        raise ValueError(f"max_steps must be >= 1, got max_steps = {max_steps}")
+        raise UserError(f"max_steps must be >= 1, got max_steps = {max_steps}")
     track_meta = problem.tasks is not None if track_meta is None else track_meta
     if track_meta and problem.tasks is None:
-        raise ValueError(f"track_meta needs a finite task set, and problem {problem.name!r} has none")
+        raise UserError(f"track_meta needs a finite task set, and problem {problem.name!r} has none")
     schedule = inverse(10.0) if schedule is None else schedule
     opt_state0 = optimizer.init(theta0) if optimizer is not None else ()
     nan = jnp.full((), jnp.nan, jnp.result_type(float))

@@ -39,6 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ufom_bench.errors import UserError
+
 __all__ = [
     "DataError",
     "Task",
@@ -143,13 +145,13 @@ class TaskSampler:
         if images.ndim == 4:
             images = images[..., None]
         if images.ndim != 5 or images.dtype != np.uint8:
-            raise ValueError(f"images must be uint8 [C, N, H, W(, ch)], got {images.dtype} {images.shape}")
+            raise UserError(f"images must be uint8 [C, N, H, W(, ch)], got {images.dtype} {images.shape}")
         if counts is None:
             counts = np.full(images.shape[0], images.shape[1], np.int32)
         counts = np.asarray(counts, np.int32)
         class_names = tuple(class_names) or tuple(f"{name}#{i}" for i in range(images.shape[0]))
         if len(class_names) != images.shape[0] or counts.shape != (images.shape[0],):
-            raise ValueError("class_names and counts need one entry per class")
+            raise UserError("class_names and counts need one entry per class")
         return cls(jnp.asarray(images), jnp.asarray(counts), name, class_names,
                    int(counts.min()) if counts.size else 0)
 
@@ -163,9 +165,9 @@ class TaskSampler:
 
     def _check(self, m: int, k: int, k_query: int) -> None:
         if not (1 <= m <= self.n_classes):
-            raise ValueError(f"{self.name}: m={m} ways but {self.n_classes} classes")
+            raise UserError(f"{self.name}: m={m} ways but {self.n_classes} classes")
         if k < 1 or k_query < 0 or k + k_query > self.min_count:
-            raise ValueError(f"{self.name}: k + k_query = {k + k_query} > {self.min_count} examples per class")
+            raise UserError(f"{self.name}: k + k_query = {k + k_query} > {self.min_count} examples per class")
 
     def sample(self, key: jax.Array, m: int, k: int, k_query: int = 1) -> Task:
         """One m-way k-shot task (see :func:`sample_task`); jit-compiled once per (m, k, k_query).
@@ -521,10 +523,10 @@ def cifar_fs(directory, *, split: str = "64/16/20", seed: int = 0, cache_dir=Non
         try:
             idx = {s: np.asarray([index[c] for c in classes.get(s, ())], np.int64) for s in ("train", "val", "test")}
         except KeyError as e:
-            raise ValueError(f"unknown CIFAR-100 class {e}") from None
+            raise UserError(f"unknown CIFAR-100 class {e}") from None
         all_idx = np.concatenate(list(idx.values()))
         if len(set(all_idx.tolist())) != len(all_idx):
-            raise ValueError("classes: the splits overlap")
+            raise UserError("classes: the splits overlap")
         tr, va, te = idx["train"], idx["val"], idx["test"]
     elif split == "64/16/20":
         sizes = [64, 16, 20] if n == 100 else _proportional_sizes(n, [0.64, 0.16, 0.20])
@@ -534,7 +536,7 @@ def cifar_fs(directory, *, split: str = "64/16/20", seed: int = 0, cache_dir=Non
         tr, te = (keep[p] for p in split_classes(n, sizes, seed))
         va = None
     else:
-        raise ValueError(f"split must be '64/16/20' or '80/20', got {split!r}")
+        raise UserError(f"split must be '64/16/20' or '80/20', got {split!r}")
 
     def make(idx, s):
         if idx is None or len(idx) == 0:

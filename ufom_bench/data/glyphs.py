@@ -55,6 +55,7 @@ from .fewshot import (
     save_npz_atomic,
     split_classes,
 )
+from ufom_bench.errors import UserError
 
 __all__ = ["glyphs", "build_glyphs", "ALPHABETS", "FACES"]
 
@@ -310,7 +311,7 @@ def glyphs(cache_dir=None, seed: int = 0, *, n_classes: int | None = None, per_c
     rotated by 90/180/270 degrees as extra classes, as for Omniglot. Cached on disk (see module doc).
     """
     if split not in ("class", "alphabet"):
-        raise ValueError(f"split must be 'class' or 'alphabet', got {split!r}")
+        raise UserError(f"split must be 'class' or 'alphabet', got {split!r}")
     meta = _meta(seed, n_classes, per_class)
     key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
     path = Path(cache_dir if cache_dir is not None else default_cache_dir()) / f"glyphs_{key}.npz"

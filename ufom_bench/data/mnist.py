@@ -21,6 +21,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ufom_bench.errors import DataError, UserError
+
 __all__ = [
     "DataError",
     "IdxMnist",
@@ -43,10 +45,6 @@ IDX_FILES = {
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
-
-
-class DataError(ValueError):
-    """A data file is missing, truncated, or not in the expected format (the message names the file)."""
 
 
 class IdxMnist(NamedTuple):
@@ -204,16 +202,16 @@ def load_idx_dir(path: str | os.PathLike) -> IdxMnist:
 
 def _check_count(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{name} must be an integer >= 0, got {name} = {value!r}")
+        raise UserError(f"{name} must be an integer >= 0, got {name} = {value!r}")
     return int(value)
 
 
 def _check_xy(X, y) -> tuple[np.ndarray, np.ndarray]:
     X, y = np.asarray(X), np.asarray(y)
     if X.ndim != 2:
-        raise ValueError(f"X must be 2-D (n_examples, n_features), got X.shape = {X.shape}")
+        raise UserError(f"X must be 2-D (n_examples, n_features), got X.shape = {X.shape}")
     if y.ndim != 1 or y.shape[0] != X.shape[0]:
-        raise ValueError(f"y must be 1-D with one label per row of X ({X.shape[0]}), got y.shape = {y.shape}")
+        raise UserError(f"y must be 1-D with one label per row of X ({X.shape[0]}), got y.shape = {y.shape}")
     return X, y
 
 
@@ -260,7 +258,7 @@ def splits(X, y, n_train: int = 2000, n_val: int = 1000, n_test: int = 2000, see
     sizes = [_check_count(k, v) for k, v in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test))]
     seed = _check_count("seed", seed)
     if sum(sizes) > X.shape[0]:
-        raise ValueError(
+        raise UserError(
             f"n_train + n_val + n_test = {sum(sizes)} exceeds the {X.shape[0]} examples available "
             f"(n_train = {n_train}, n_val = {n_val}, n_test = {n_test})"
         )
@@ -305,17 +303,17 @@ def corrupt_labels(y, fraction: float = 0.5, seed: int = 0, n_classes: int = N_C
     try:
         f = float(fraction)
     except (TypeError, ValueError):
-        raise ValueError(f"fraction must be a number in [0, 1], got fraction = {fraction!r}") from None
+        raise UserError(f"fraction must be a number in [0, 1], got fraction = {fraction!r}") from None
     if not (0.0 <= f <= 1.0):
-        raise ValueError(f"fraction must be in [0, 1], got fraction = {fraction!r}")
+        raise UserError(f"fraction must be in [0, 1], got fraction = {fraction!r}")
     if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 2:
-        raise ValueError(f"n_classes must be an integer >= 2, got n_classes = {n_classes!r}")
+        raise UserError(f"n_classes must be an integer >= 2, got n_classes = {n_classes!r}")
     seed = _check_count("seed", seed)
     y = np.asarray(y)
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"y must be a 1-D integer array, got shape {y.shape} and dtype {y.dtype}")
+        raise UserError(f"y must be a 1-D integer array, got shape {y.shape} and dtype {y.dtype}")
     if y.size and (y.min() < 0 or y.max() >= n_classes):
-        raise ValueError(f"labels must be in 0..{n_classes - 1}, got labels in [{y.min()}, {y.max()}]")
+        raise UserError(f"labels must be in 0..{n_classes - 1}, got labels in [{y.min()}, {y.max()}]")
     n = y.shape[0]
     k = int(np.floor(f * n + 0.5))
     rng = np.random.default_rng(seed)

@@ -17,6 +17,7 @@ from ufom_bench.estimators.fom import fom
 from ufom_bench.estimators.pair import pair
 from ufom_bench.estimators.reptile import reptile
 from ufom_bench.estimators.ufom import ufom
+from ufom_bench.errors import UserError
 
 __all__ = ["AdaptiveState", "Estimator", "Info", "adaptive_ufom", "exact", "exact_me", "fom", "ufom", "pair", "reptile", "get", "names", "register"]
 
@@ -26,14 +27,14 @@ _REGISTRY: dict[str, Callable[..., Estimator]] = {}
 def register(name: str, factory: Callable[..., Estimator]) -> None:
     """Make ``factory`` available as ``get(name, **params)``."""
     if name in _REGISTRY:
-        raise ValueError(f"estimator {name!r} is already registered")
+        raise UserError(f"estimator {name!r} is already registered")
     _REGISTRY[name] = factory
 
 
 def get(name: str, **params) -> Estimator:
     """The estimator registered as ``name``, built with ``params`` (e.g. ``get("ufom", q=0.1)``)."""
     if name not in _REGISTRY:
-        raise ValueError(f"unknown estimator {name!r}; registered: {', '.join(names())}")
+        raise UserError(f"unknown estimator {name!r}; registered: {', '.join(names())}")
     return _REGISTRY[name](**params)
 
 

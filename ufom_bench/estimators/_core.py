@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from ufom_bench.problem import Problem
+from ufom_bench.errors import UserError
 
 PyTree = Any
 COUNT = jnp.int32
@@ -56,11 +57,11 @@ def check_theta(problem: Problem, theta: PyTree) -> None:
     """Raise ValueError when theta's pytree structure or leaf shapes differ from problem.theta0 (static)."""
     want, got = jax.tree_util.tree_structure(problem.theta0), jax.tree_util.tree_structure(theta)
     if want != got:
-        raise ValueError(f"theta has pytree structure {got}, but problem {problem.name!r} expects {want}")
+        raise UserError(f"theta has pytree structure {got}, but problem {problem.name!r} expects {want}")
     for (keypath, a), b in zip(jax.tree_util.tree_flatten_with_path(problem.theta0)[0], jax.tree_util.tree_leaves(theta)):
         if jnp.shape(a) != jnp.shape(b):
             where = "theta" + jax.tree_util.keystr(keypath)
-            raise ValueError(f"{where} has shape {jnp.shape(b)}, but problem {problem.name!r} expects {jnp.shape(a)}")
+            raise UserError(f"{where} has shape {jnp.shape(b)}, but problem {problem.name!r} expects {jnp.shape(a)}")
 
 
 def all_finite(tree: PyTree) -> jax.Array:

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from ufom_bench.estimators import _core
 from ufom_bench.estimators._core import Estimator
 from ufom_bench.estimators.ufom import check_q, ufom_step
+from ufom_bench.errors import UserError
 
 
 class AdaptiveState(NamedTuple):
@@ -64,12 +65,12 @@ def adaptive_ufom(
     """
     q_min = check_q(q_min)
     if not 0.0 < beta < 1.0:
-        raise ValueError(f"beta must be in (0, 1), got beta = {beta!r}")
+        raise UserError(f"beta must be in (0, 1), got beta = {beta!r}")
     for name, value in (("C1", C1), ("C2", C2), ("d2_scale", d2_scale)):
         if not value > 0:
-            raise ValueError(f"{name} must be > 0, got {name} = {value!r}")
+            raise UserError(f"{name} must be > 0, got {name} = {value!r}")
     if not 0.0 <= eps < 0.5:
-        raise ValueError(f"eps must be in [0, 0.5), got eps = {eps!r}")
+        raise UserError(f"eps must be in [0, 0.5), got eps = {eps!r}")
     params = dict(q_min=q_min, beta=beta, C1=C1, C2=C2, eps=eps, d2_scale=d2_scale)
 
     def init(theta) -> AdaptiveState:

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 
 from ufom_bench.estimators import _core
 from ufom_bench.estimators._core import Estimator
+from ufom_bench.errors import UserError
 
 SCALES = ("none", "sum_alpha")
 
@@ -22,14 +23,14 @@ def check_structure(problem, theta, task) -> None:
     phi0 = jax.eval_shape(problem.init_inner, theta, task)
     want, got = jax.tree_util.tree_structure(theta), jax.tree_util.tree_structure(phi0)
     if want != got:
-        raise ValueError(
+        raise UserError(
             f"reptile needs V(theta, T) = theta (phi in theta's space), but problem {problem.name!r} has "
             f"phi with pytree structure {got} and theta with {want}"
         )
     for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(theta)[0], jax.tree_util.tree_leaves(phi0)):
         if jnp.shape(a) != b.shape or jnp.result_type(a) != b.dtype:
             where = jax.tree_util.keystr(path)
-            raise ValueError(
+            raise UserError(
                 f"reptile needs V(theta, T) = theta, but in problem {problem.name!r} phi{where} is "
                 f"{b.dtype}{list(b.shape)} and theta{where} is {jnp.result_type(a)}{list(jnp.shape(a))}"
             )
@@ -52,7 +53,7 @@ def reptile(scale: str = "none") -> Estimator:
     (FOM costs r + 1).
     """
     if scale not in SCALES:
-        raise ValueError(f"scale must be one of {SCALES}, got scale = {scale!r}")
+        raise UserError(f"scale must be one of {SCALES}, got scale = {scale!r}")
 
     def estimate(problem, theta, task, key, state):
         del key

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from ufom_bench.estimators import _core
 from ufom_bench.estimators._core import Estimator
 from ufom_bench.estimators.exact_me import exact_branch
+from ufom_bench.errors import UserError
 
 
 def check_q(q) -> float:
@@ -17,9 +18,9 @@ def check_q(q) -> float:
     try:
         value = float(q)
     except (TypeError, ValueError):
-        raise ValueError(f"q must be a number in (0, 1], got {q!r}") from None
+        raise UserError(f"q must be a number in (0, 1], got {q!r}") from None
     if not (math.isfinite(value) and 0.0 < value <= 1.0):
-        raise ValueError(f"q must be in (0, 1], got q = {q!r}")
+        raise UserError(f"q must be in (0, 1], got q = {q!r}")
     return value
 
 

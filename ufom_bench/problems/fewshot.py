@@ -50,6 +50,7 @@ from ufom_bench.data.fewshot import sinusoid as sinusoid_task
 from ufom_bench.estimators._core import COUNT, Estimator, Info
 from ufom_bench.problem import Problem
 from ufom_bench.problems.synthetic import check_int, check_positive, resolve_dtype
+from ufom_bench.errors import UserError
 
 PyTree = Any
 
@@ -166,7 +167,7 @@ def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 def _check_norm(norm):
     if norm not in NORMS:
-        raise ValueError(f"norm must be one of {NORMS}, got norm = {norm!r}")
+        raise UserError(f"norm must be one of {NORMS}, got norm = {norm!r}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -181,7 +182,7 @@ def _step_sizes(alpha, r, dt) -> jax.Array:
         check_positive("alpha", float(a))
         a = np.full((r,), float(a))
     elif a.shape != (r,):
-        raise ValueError(f"alpha must be a number or {r} step sizes (one per inner step), got shape {a.shape}")
+        raise UserError(f"alpha must be a number or {r} step sizes (one per inner step), got shape {a.shape}")
     return jnp.asarray(a, dt)
 
 
@@ -231,7 +232,7 @@ def fewshot(sampler: TaskSampler, model: str = "conv4", m: int = 5, k: int = 1, 
       A `Problem` named like ``"fewshot/glyphs/train/conv4-batch/5w1s"``; theta0 is a dict of arrays.
     """
     if not isinstance(sampler, TaskSampler):
-        raise ValueError(f"sampler must be a data.fewshot.TaskSampler, got {type(sampler).__name__}")
+        raise UserError(f"sampler must be a data.fewshot.TaskSampler, got {type(sampler).__name__}")
     m, k = check_int("m", m, 2), check_int("k", k, 1)
     k_query, r = check_int("k_query", k_query, 1), check_int("r", r, 1)
     seed, filters = check_int("seed", seed, 0), check_int("filters", filters, 1)
@@ -250,7 +251,7 @@ def fewshot(sampler: TaskSampler, model: str = "conv4", m: int = 5, k: int = 1, 
         theta0 = mlp_init(seed, int(np.prod(in_shape)), m, hidden, dt)
         apply, label = mlp_apply, "mlp"
     else:
-        raise ValueError(f"model must be 'conv4' or 'mlp', got model = {model!r}")
+        raise UserError(f"model must be 'conv4' or 'mlp', got model = {model!r}")
     name = f"fewshot/{sampler.name or 'sampler'}/{label}/{m}w{k}s"
     return _make_problem(apply, cross_entropy, sample_task, theta0, _step_sizes(alpha, r, dt), dt, name)
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from ufom_bench.problem import Problem, inner_path, task_at
 from ufom_bench.problems.synthetic import check_int, check_positive, finite_task_sampler, resolve_dtype
+from ufom_bench.errors import UserError
 
 __all__ = [
     "HypercleaningTask",
@@ -120,17 +121,17 @@ def _init_inner(theta, task: HypercleaningTask):
 def _check_xy(name_x: str, X, name_y: str, y, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     X, y = np.asarray(X), np.asarray(y)
     if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1:
-        raise ValueError(f"{name_x} must be a non-empty 2-D array (n_examples, n_features), got {name_x}.shape = {X.shape}")
+        raise UserError(f"{name_x} must be a non-empty 2-D array (n_examples, n_features), got {name_x}.shape = {X.shape}")
     if not np.issubdtype(X.dtype, np.number) or not np.all(np.isfinite(X)):
-        raise ValueError(f"{name_x} must hold finite numbers, got dtype {X.dtype}")
+        raise UserError(f"{name_x} must hold finite numbers, got dtype {X.dtype}")
     if y.ndim != 1 or y.shape[0] != X.shape[0]:
-        raise ValueError(
+        raise UserError(
             f"{name_y} must be 1-D with one label per row of {name_x} ({X.shape[0]}), got {name_y}.shape = {y.shape}"
         )
     if not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"{name_y} must hold integer labels, got dtype {y.dtype}")
+        raise UserError(f"{name_y} must hold integer labels, got dtype {y.dtype}")
     if y.min() < 0 or y.max() >= n_classes:
-        raise ValueError(f"{name_y} must be in 0..{n_classes - 1}, got labels in [{y.min()}, {y.max()}]")
+        raise UserError(f"{name_y} must be in 0..{n_classes - 1}, got labels in [{y.min()}, {y.max()}]")
     return X, y
 
 
@@ -174,7 +175,7 @@ def hypercleaning(
     X_train, y_train = _check_xy("X_train", X_train, "y_train", y_train, n_classes)
     X_val, y_val = _check_xy("X_val", X_val, "y_val", y_val, n_classes)
     if X_val.shape[1] != X_train.shape[1]:
-        raise ValueError(
+        raise UserError(
             f"X_val has {X_val.shape[1]} features but X_train has {X_train.shape[1]}: X_val.shape = {X_val.shape}"
         )
     hidden = check_int("hidden", hidden, 1)

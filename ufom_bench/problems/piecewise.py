@@ -35,6 +35,7 @@ from ufom_bench.problems.synthetic import (
     finite_task_sampler,
     resolve_dtype,
 )
+from ufom_bench.errors import UserError
 
 __all__ = [
     "PiecewiseTask",
@@ -196,7 +197,7 @@ def piecewise_tasks(
     b = check_vector("b", b, a.shape[0])
     bad = np.flatnonzero(~(a > 0))
     if bad.size:
-        raise ValueError(f"every a_i must be > 0, got a_{bad[0] + 1} = {float(a[bad[0]])!r} (a = {a.tolist()!r})")
+        raise UserError(f"every a_i must be > 0, got a_{bad[0] + 1} = {float(a[bad[0]])!r} (a = {a.tolist()!r})")
     A = check_positive("A", A)
     alpha = check_positive("alpha", alpha)
     r = check_int("r", r, 1)
@@ -283,7 +284,7 @@ def piecewise_bias_variance(problem: Problem, theta) -> BiasVariance:
       `BiasVariance(d2, v2)`.
     """
     if problem.tasks is None:
-        raise ValueError(f"problem {problem.name!r} exposes no finite task set")
+        raise UserError(f"problem {problem.name!r} exposes no finite task set")
     fo = jax.vmap(lambda t: piecewise_fo_gradient(problem, theta, t))(problem.tasks)
     ex = jax.vmap(lambda t: piecewise_exact_gradient(problem, theta, t))(problem.tasks)
     w = problem.task_probs
@@ -344,12 +345,12 @@ def counterexample_parameters(
     alpha = check_positive("alpha", alpha)
     a = check_vector("a", a)
     if a.shape[0] != 2:
-        raise ValueError(f"the counterexample has two tasks: a must have length 2, got a = {a.tolist()!r}")
+        raise UserError(f"the counterexample has two tasks: a must have length 2, got a = {a.tolist()!r}")
     for i in range(2):
         if not a[i] > 0:
-            raise ValueError(f"every a_i must be > 0, got a_{i + 1} = {float(a[i])!r}")
+            raise UserError(f"every a_i must be > 0, got a_{i + 1} = {float(a[i])!r}")
         if not alpha * a[i] < 1:
-            raise ValueError(
+            raise UserError(
                 f"the construction needs alpha * a_i < 1, got alpha * a_{i + 1} = {alpha!r} * {float(a[i])!r}"
                 f" = {float(alpha * a[i])!r}"
             )
@@ -358,7 +359,7 @@ def counterexample_parameters(
     s1 = a[0] * p[0] + a[1] * p[1]
     K = a[0] * p[0] * p[1] * (p[0] - p[1]) / s1
     if not abs(K) > 0:
-        raise ValueError(
+        raise UserError(
             f"the construction needs p_1 != p_2 (distinct a_i), got a = {a.tolist()!r}, p = {p.tolist()!r}"
         )
     b2 = a[1] * b1 / a[0] + 2 * np.sqrt(2 * D) / abs(K)
@@ -420,7 +421,7 @@ class CounterexamplePoints(NamedTuple):
 
 def _np_task_arrays(problem: Problem):
     if problem.tasks is None or not isinstance(problem.tasks, PiecewiseTask):
-        raise ValueError(f"problem {problem.name!r} is not a piecewise problem (tasks must be a PiecewiseTask)")
+        raise UserError(f"problem {problem.name!r} is not a piecewise problem (tasks must be a PiecewiseTask)")
     t = problem.tasks
     f64 = lambda x: np.asarray(x, dtype=np.float64)  # noqa: E731
     return f64(t.a), f64(t.b), f64(t.A), f64(problem.task_probs), f64(problem.step_sizes)

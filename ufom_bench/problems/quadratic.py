@@ -34,6 +34,7 @@ from ufom_bench.problems.synthetic import (
     finite_task_sampler,
     resolve_dtype,
 )
+from ufom_bench.errors import UserError
 
 __all__ = [
     "QuadraticTask",
@@ -99,10 +100,10 @@ def _init_inner(theta, task: QuadraticTask):
 def _step_sizes(r, alpha, step_sizes) -> np.ndarray:
     if step_sizes is not None:
         if alpha is not None:
-            raise ValueError(f"give alpha or step_sizes, not both: got alpha = {alpha!r} and step_sizes")
+            raise UserError(f"give alpha or step_sizes, not both: got alpha = {alpha!r} and step_sizes")
         s = np.asarray(step_sizes)  # values are validated by Problem (finite, > 0, 1-D, r >= 1)
         if r is not None and s.ndim == 1 and check_int("r", r, 1) != s.shape[0]:
-            raise ValueError(f"r = {r!r} does not match len(step_sizes) = {s.shape[0]}")
+            raise UserError(f"r = {r!r} does not match len(step_sizes) = {s.shape[0]}")
         return s
     r = 10 if r is None else check_int("r", r, 1)
     alpha = 1.0 if alpha is None else check_positive("alpha", alpha)
@@ -153,10 +154,10 @@ def quadratic(
     alphas = _step_sizes(r, alpha, step_sizes)
     cond = check_finite("cond", cond)
     if cond < 1:
-        raise ValueError(f"cond must be >= 1, got cond = {cond!r}")
+        raise UserError(f"cond must be >= 1, got cond = {cond!r}")
     lam = check_finite("lam", lam)
     if lam < 0:
-        raise ValueError(f"lam must be >= 0, got lam = {lam!r}")
+        raise UserError(f"lam must be >= 0, got lam = {lam!r}")
     seed = check_int("seed", seed, 0)
 
     rng = np.random.default_rng(seed)
@@ -283,7 +284,7 @@ def quadratic_response(problem: Problem, task: QuadraticTask) -> tuple[jax.Array
 
 def _tasks(problem: Problem) -> QuadraticTask:
     if problem.tasks is None or not isinstance(problem.tasks, QuadraticTask):
-        raise ValueError(f"problem {problem.name!r} is not a quadratic problem (tasks must be a QuadraticTask)")
+        raise UserError(f"problem {problem.name!r} is not a quadratic problem (tasks must be a QuadraticTask)")
     return problem.tasks
 
 

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ufom_bench.errors import UserError
+
 PyTree = Any
 
 __all__ = ["BiasVariance", "FiniteTaskSampler", "finite_task_sampler", "resolve_dtype"]
@@ -36,7 +38,7 @@ def resolve_dtype(dtype) -> np.dtype:
     """``dtype`` as a floating numpy dtype; None means JAX's default float (float64 under x64, else float32)."""
     dt = jnp.result_type(float) if dtype is None else np.dtype(dtype)
     if not np.issubdtype(dt, np.floating):
-        raise ValueError(f"dtype must be a floating dtype, got dtype = {dtype!r}")
+        raise UserError(f"dtype must be a floating dtype, got dtype = {dtype!r}")
     return dt
 
 
@@ -90,7 +92,7 @@ class FiniteTaskSampler:
 
 def check_int(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {name} = {value!r}")
+        raise UserError(f"{name} must be an integer >= {minimum}, got {name} = {value!r}")
     return int(value)
 
 
@@ -98,9 +100,9 @@ def check_positive(name: str, value) -> float:
     try:
         x = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a finite number > 0, got {name} = {value!r}") from None
+        raise UserError(f"{name} must be a finite number > 0, got {name} = {value!r}") from None
     if not (np.isfinite(x) and x > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {name} = {value!r}")
+        raise UserError(f"{name} must be a finite number > 0, got {name} = {value!r}")
     return x
 
 
@@ -108,9 +110,9 @@ def check_finite(name: str, value) -> float:
     try:
         x = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a finite number, got {name} = {value!r}") from None
+        raise UserError(f"{name} must be a finite number, got {name} = {value!r}") from None
     if not np.isfinite(x):
-        raise ValueError(f"{name} must be a finite number, got {name} = {value!r}")
+        raise UserError(f"{name} must be a finite number, got {name} = {value!r}")
     return x
 
 
@@ -119,13 +121,13 @@ def check_vector(name: str, value, n: int | None = None) -> np.ndarray:
     try:
         x = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a 1-D sequence of numbers, got {name} = {value!r}") from None
+        raise UserError(f"{name} must be a 1-D sequence of numbers, got {name} = {value!r}") from None
     if x.ndim != 1 or x.shape[0] < 1:
-        raise ValueError(f"{name} must be a non-empty 1-D sequence of numbers, got {name} = {value!r}")
+        raise UserError(f"{name} must be a non-empty 1-D sequence of numbers, got {name} = {value!r}")
     if n is not None and x.shape[0] != n:
-        raise ValueError(f"{name} must have length {n} (one per task), got {x.shape[0]}: {name} = {value!r}")
+        raise UserError(f"{name} must have length {n} (one per task), got {x.shape[0]}: {name} = {value!r}")
     if not np.all(np.isfinite(x)):
-        raise ValueError(f"{name} must be finite, got {name} = {value!r}")
+        raise UserError(f"{name} must be finite, got {name} = {value!r}")
     return x
 
 
@@ -135,5 +137,5 @@ def check_probs(probs, n: int) -> np.ndarray:
         return np.full((n,), 1.0 / n)
     p = check_vector("probs", probs, n)
     if np.any(p < 0) or abs(p.sum() - 1.0) > 1e-6:
-        raise ValueError(f"probs must be non-negative and sum to 1, got probs = {probs!r}")
+        raise UserError(f"probs must be non-negative and sum to 1, got probs = {probs!r}")
     return p
