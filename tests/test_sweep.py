@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from ufom_bench import provenance as prov_mod
-from ufom_bench.sweep import CellError, cell_id, grid, load, make_executor, run_sweep
+from ufom_bench.errors import UserError
+from ufom_bench.sweep import CellError, Interrupted, cell_id, grid, load, make_executor, results_lock, run_sweep
 
 EXP = "toy"
 CONFIGS = grid(q=[0.1, 0.5], r=[1, 3, 10])
@@ -168,6 +169,12 @@ def test_cell_error_names_config_and_writes_no_cell(tmp_path):
     assert not (tmp_path / f"{EXP}.parquet").exists()
 
 
+def test_failed_first_cell_leaves_no_folder(tmp_path):
+    with pytest.raises(CellError, match="worker failure"):
+        run_sweep(EXP, _failing_cell, CONFIGS, out_dir=tmp_path, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_cells_finished_alongside_a_failure_are_stored(tmp_path):
     def cell(cfg):
         if cfg["r"] == 3:
@@ -194,7 +201,7 @@ def test_cell_must_return_dataframe_without_clashing_columns(tmp_path):
 def test_interrupted_sweep_resumes_without_recomputing(tmp_path, reference):
     out = tmp_path / "res"
     first = Counting(interrupt_at=4)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted, match=f"^3 of 6 cells of toy kept in {out / EXP / 'cells'}$"):
         run_sweep(EXP, first, CONFIGS, out_dir=out, progress=False)
     done = set(cell_files(out))
     assert done == {cell_id(EXP, c) for c in CONFIGS[:3]}
@@ -206,9 +213,29 @@ def test_interrupted_sweep_resumes_without_recomputing(tmp_path, reference):
     assert_same(df, reference)
     assert not df.duplicated(["cell_id", "seed", "step"]).any()
 
-    third = Counting()
+    third, before = Counting(), os.stat(out / f"{EXP}.parquet")
     assert_same(run_sweep(EXP, third, CONFIGS, out_dir=out, progress=False), reference)
     assert third.calls == []
+    after = os.stat(out / f"{EXP}.parquet")  # nothing new (NaN cells included): the combined file is left alone
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_results_lock_admits_one_holder_at_a_time(tmp_path):
+    folder = tmp_path / "res"
+    with results_lock(folder):
+        with pytest.raises(UserError, match=rf"results folder {folder} is in use by another run \(pid {os.getpid()}\)"):
+            with results_lock(folder):
+                pass
+    with results_lock(folder):  # released on exit
+        pass
+
+
+def test_progress_lines_when_stdout_is_not_a_terminal(tmp_path, capsys):
+    run_sweep(EXP, toy_cell, CONFIGS[:2], out_dir=tmp_path)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(",")[0] for line in lines] == ["toy: 1/2 cells", "toy: 2/2 cells"]
+    run_sweep(EXP, toy_cell, CONFIGS[:2], out_dir=tmp_path)
+    assert capsys.readouterr().out == ""  # nothing computed, nothing logged
 
 
 SLOW_MODULE = textwrap.dedent(

@@ -1,17 +1,22 @@
-"""Resumable sweeps: a grid of configs -> tidy rows -> ``results/<experiment>.parquet``.
+"""Resumable sweeps: a grid of configs -> tidy rows -> ``<out_dir>/<experiment>.parquet``.
 
 A *config* is a flat dict of JSON scalars (None, bool, int, float, str). A *cell function* maps one config
 to a `pandas.DataFrame` of tidy rows (metric columns; one row per seed, step, ...). `run_sweep` runs each
 config's cell once, adds the config columns, ``cell_id`` and provenance columns (``prov_*``, see
 `ufom_bench.provenance`), and stores every finished cell atomically as its own file::
 
-    results/<experiment>/cells/<cell_id>.parquet     one per finished cell (the cache)
-    results/<experiment>.parquet                     all cells of the last sweep, sorted by config
+    <out_dir>/<experiment>/cells/<cell_id>.parquet   one per finished cell (the cache)
+    <out_dir>/<experiment>.parquet                   all cells of the last sweep, sorted by config
 
 A cell's identity (``cell_id``) is a hash of the experiment name and the config's canonical JSON, so a
 re-run skips every cell whose file exists and validates (its parquet footer reads, and its stored
 experiment, config and row count match); anything else (a truncated or garbage file, a file of another
-config) is recomputed, never read as data. Killing a sweep (Ctrl-C, kill -9) loses only the cells in flight.
+config) is recomputed, never read as data. Killing a sweep (Ctrl-C, kill -9) loses only the cells in flight;
+Ctrl-C raises `Interrupted`, which says how many cells are kept. A re-run with nothing to compute leaves the
+combined file as it is (a finished, read-only results folder can be re-run).
+
+`run_sweep` takes no lock: two sweeps of one experiment into one folder compute the same cells twice (each
+file stays whole). `results_lock` makes a second writer fail at once; the CLI holds it on its results folder.
 
 Cells run on a `concurrent.futures.Executor`: in the calling thread by default (JAX already parallelises
 inside a cell), or on a dask.distributed cluster (`make_executor`). For any executor other than the
@@ -29,6 +34,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import itertools
 import json
@@ -37,7 +43,9 @@ import math
 import os
 import re
 import socket
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from pathlib import Path
@@ -53,11 +61,14 @@ from ufom_bench.errors import UserError
 
 __all__ = [
     "CellError",
+    "Interrupted",
     "SerialExecutor",
     "cell_id",
+    "check_scheduler",
     "grid",
     "load",
     "make_executor",
+    "results_lock",
     "run_sweep",
 ]
 
@@ -72,10 +83,16 @@ _META_KEY = b"ufom_bench.sweep"
 _FORMAT = 1
 _EXPERIMENT_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 _TMP_SUFFIX = ".tmp"
+_SCHEDULER_RE = re.compile(r"[a-z][a-z0-9+.\-]*://[^\s/]+")
+CONNECT_TIMEOUT = 5  # seconds to reach a scheduler given by address
 
 
 class CellError(RuntimeError):
     """A cell function raised; the message names the experiment, cell and config, ``__cause__`` the error."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a sweep; the message says how many cells of which experiment are kept, and where."""
 
 
 # --------------------------------------------------------------------------------------------- configs
@@ -178,9 +195,11 @@ def _write_atomic(table: pa.Table, path: Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(exc, OSError) and exc.errno and exc.filename is None:  # e.g. a full disk names no file
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
     _fsync_dir(path.parent)
 
@@ -300,10 +319,12 @@ def make_executor(scheduler: str | None = None, **cluster_kwargs: Any) -> Iterat
     - ``"local"``: a `dask.distributed.LocalCluster`. By default one single-threaded worker process per
       core (cells are often dispatch-bound Python + XLA; processes avoid contending for the GIL) and no
       dashboard; `cluster_kwargs` override these (e.g. ``processes=False`` for a threaded cluster).
-    - an address such as ``"tcp://host:8786"``: a `dask.distributed.Client` of that scheduler.
+    - an address such as ``"tcp://host:8786"``: a `dask.distributed.Client` of that scheduler; a
+      `UserError` naming the address if it does not answer within ``CONNECT_TIMEOUT`` seconds.
 
     The dask executor submits with ``pure=False`` (each submission runs; no hashing of the function).
     """
+    check_scheduler(scheduler)
     if scheduler is None:
         if cluster_kwargs:
             raise TypeError(f"cluster options {sorted(cluster_kwargs)} need scheduler='local'")
@@ -319,8 +340,59 @@ def make_executor(scheduler: str | None = None, **cluster_kwargs: Any) -> Iterat
     else:
         if cluster_kwargs:
             raise TypeError(f"cluster options {sorted(cluster_kwargs)} need scheduler='local'")
-        with Client(scheduler) as client:
+        try:
+            client = Client(scheduler, timeout=CONNECT_TIMEOUT)
+        except OSError:
+            raise UserError(
+                f"cannot connect to the dask scheduler at {scheduler} (tried for {CONNECT_TIMEOUT} s)"
+            ) from None
+        with client:
             yield client.get_executor(pure=False)
+
+
+def check_scheduler(scheduler: str | None) -> str | None:
+    """`scheduler` if `make_executor` accepts it (None, ``"local"`` or an address), else a `UserError`."""
+    if scheduler not in (None, "local") and not (isinstance(scheduler, str) and _SCHEDULER_RE.fullmatch(scheduler)):
+        raise UserError(f"scheduler must be 'local' or an address such as tcp://host:8786, got {scheduler!r}")
+    return scheduler
+
+
+@contextlib.contextmanager
+def results_lock(folder: str | os.PathLike) -> Iterator[Path]:
+    """Hold an advisory lock on the results folder `folder` (created if missing) for the block.
+
+    The lock is `fcntl.flock` on ``folder/.lock``: a second holder fails at once with a `UserError` naming
+    the folder, and the OS releases the lock when its process ends, so a killed run leaves no stale lock.
+    A read-only folder without a lock file is not locked (no run can write there).
+    """
+    import fcntl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ".lock"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            yield folder
+            return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            raise UserError(f"results folder {folder} is in use by another run (pid {holder or '?'}); wait for it "
+                            "to finish or use another folder") from None
+        with contextlib.suppress(OSError):  # the holder's pid, for the message above
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield folder
+    finally:
+        os.close(fd)
 
 
 # ----------------------------------------------------------------------------------------------- sweep
@@ -348,7 +420,8 @@ def run_sweep(
       configs: flat dicts of JSON scalars (see `grid`); duplicates run once.
       out_dir: where ``<experiment>.parquet`` and ``<experiment>/cells/`` live.
       executor: runs the cells; default `SerialExecutor`. Not shut down here.
-      progress: show a tqdm bar (only on a terminal).
+      progress: show a tqdm bar on a terminal (stderr), and print one line per finished cell (done/total,
+        elapsed, ETA) when stdout is not a terminal (a log file, nohup, CI).
       scheduler: instead of `executor`, open one with `make_executor(scheduler)` for this sweep.
       max_in_flight: most cells submitted and not yet stored; default 1 for a `SerialExecutor` (each cell
         is stored before the next starts) and all cells otherwise (the executor queues them).
@@ -360,6 +433,7 @@ def run_sweep(
 
     Raises:
       CellError: a cell function raised (its config is in the message). Cells finished before are stored.
+      Interrupted: Ctrl-C; the cells finished before are stored.
     """
     if not _EXPERIMENT_RE.fullmatch(experiment):
         raise UserError(f"experiment name {experiment!r} must match {_EXPERIMENT_RE.pattern}")
@@ -375,8 +449,7 @@ def run_sweep(
         canon = _canonical(config)
         cells.setdefault(cell_id(experiment, canon), canon)
     _check_column_kinds(list(cells.values()))
-    cells_dir = _cells_dir(out, experiment)
-    cells_dir.mkdir(parents=True, exist_ok=True)
+    cells_dir = _cells_dir(out, experiment)  # created with its first cell file
     _remove_stale_tmp(cells_dir)
     _remove_stale_tmp(out)
 
@@ -390,21 +463,30 @@ def run_sweep(
         max_in_flight = 1 if isinstance(executor, SerialExecutor) else max(1, len(todo))
 
     finished = _execute(executor, cell_fn, experiment, cells, todo, max_in_flight)
-    with contextlib.closing(finished), _progress_bar(experiment, len(cells), len(tables), progress) as bar:
-        for cid, rows, prov in finished:  # closing: an exception here cancels what is still in flight
-            path = cells_dir / f"{cid}.parquet"
-            _write_atomic(_cell_table(rows, experiment, cid, cells[cid], prov), path)
-            table = _read_cell(path, experiment, cid, cells[cid])  # the combined table is what is on disk
-            if table is None:
-                raise OSError(f"cell file {path} did not read back after writing")
-            tables[cid] = table
-            bar.update(1)
+    writing = None
+    try:
+        with contextlib.closing(finished), _Progress(experiment, len(cells), len(tables), progress) as bar:
+            for cid, rows, prov in finished:  # closing: an exception here cancels what is still in flight
+                path, writing = cells_dir / f"{cid}.parquet", cid
+                _write_atomic(_cell_table(rows, experiment, cid, cells[cid], prov), path)
+                table = _read_cell(path, experiment, cid, cells[cid])  # the combined table is what is on disk
+                if table is None:
+                    raise OSError(f"cell file {path} did not read back after writing")
+                tables[cid] = table
+                bar.update()
+    except KeyboardInterrupt as exc:
+        kept = len(tables)
+        if writing is not None and writing not in tables:  # Ctrl-C came as its file was written: stored?
+            kept += _read_cell(cells_dir / f"{writing}.parquet", experiment, writing, cells[writing]) is not None
+        raise Interrupted(f"{kept} of {len(cells)} cells of {experiment} kept in {cells_dir}") from exc
 
     keys = list(dict.fromkeys(k for config in cells.values() for k in config))
     order = sorted(cells, key=lambda cid: (_sort_key(cells[cid], keys), cid))
     combined = _combine([tables[cid] for cid in order], keys)
-    _write_atomic(combined, out / f"{experiment}.parquet")
-    return combined.to_pandas()
+    frame, path = combined.to_pandas(), out / f"{experiment}.parquet"
+    if todo or not _holds(path, frame):
+        _write_atomic(combined, path)
+    return frame
 
 
 def _execute(
@@ -460,12 +542,39 @@ def _combine(tables: list[pa.Table], keys: list[str]) -> pa.Table:
     return pa.Table.from_pandas(frame, preserve_index=False)
 
 
-def _progress_bar(experiment: str, total: int, initial: int, progress: bool):
-    """A tqdm bar over cells (already finished ones counted), shown only on a terminal when `progress`."""
-    from tqdm import tqdm
+def _holds(path: Path, frame: pd.DataFrame) -> bool:
+    """Whether `path` is a readable parquet file of exactly `frame` (NaN equal to NaN)."""
+    try:
+        return path.is_file() and pq.read_table(path).to_pandas().equals(frame)
+    except Exception:  # pyarrow raises several types on truncated/garbage files
+        return False
 
-    # disable=None: tqdm shows itself only when its stream (stderr) is a terminal
-    return tqdm(total=total, initial=initial, desc=experiment, unit="cell", disable=None if progress else True)
+
+class _Progress(contextlib.AbstractContextManager):
+    """Progress over a sweep's cells (already finished ones counted): a tqdm bar when stderr is a terminal,
+    and one line per finished cell on stdout when stdout is not a terminal."""
+
+    def __init__(self, experiment: str, total: int, done: int, show: bool):
+        from tqdm import tqdm
+
+        # disable=None: tqdm shows itself only when its stream (stderr) is a terminal
+        self.bar = tqdm(total=total, initial=done, desc=experiment, unit="cell", disable=None if show else True)
+        self.lines = show and sys.stdout is not None and not sys.stdout.isatty()
+        self.experiment, self.total, self.done, self.computed = experiment, total, done, 0
+        self.start = time.monotonic()
+
+    def update(self) -> None:
+        self.bar.update(1)
+        self.done, self.computed = self.done + 1, self.computed + 1
+        if self.lines:
+            elapsed = time.monotonic() - self.start
+            eta = elapsed / self.computed * (self.total - self.done)
+            fmt = self.bar.format_interval
+            print(f"{self.experiment}: {self.done}/{self.total} cells, {fmt(elapsed)} elapsed, ETA {fmt(eta)}",
+                  flush=True)
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
 
 
 def load(experiment: str, out_dir: str | os.PathLike = "results") -> pd.DataFrame:
