@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import pandas as pd
@@ -40,10 +41,21 @@ def check_experiment(name: str) -> str:
     return name
 
 
+def check_scale(scale: str) -> str:
+    synthetic.check_scale(scale)
+    return scale
+
+
+def results_dir(out_dir: str = "results", scale: str = "default") -> Path:
+    """Where the experiments at ``scale`` keep their results: ``<out_dir>/<scale>/``, one folder per scale."""
+    return Path(out_dir) / check_scale(scale)
+
+
 def run(name: str, scale: str = "default", out_dir: str = "results", executor=None, progress: bool = True):
-    """Run (or resume) experiment ``name`` at ``scale``; returns its tidy table (also results/<name>.parquet)."""
+    """Run (or resume) experiment ``name`` at ``scale``; returns its tidy table (also
+    ``<out_dir>/<scale>/<name>.parquet``)."""
     from ufom_bench.sweep import run_sweep
 
     configs, cell, _ = EXPERIMENTS[check_experiment(name)]
-    synthetic.check_scale(scale)
-    return run_sweep(name, cell, configs(scale), out_dir=out_dir, executor=executor, progress=progress)
+    folder = results_dir(out_dir, scale)
+    return run_sweep(name, cell, configs(scale), out_dir=folder, executor=executor, progress=progress)

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import shlex
 import sys
+from pathlib import Path
+
+from ufom_bench.errors import UserError
 
 
 def _info(args) -> int:
@@ -43,6 +49,12 @@ def _dist_version(name: str) -> str:
 
 def _demo(args) -> int:
     """FOM stalls and UFOM converges on the paper's counterexample (Theorem 2, Figure 1c)."""
+    if args.steps < 1:
+        raise UserError(f"--steps must be a positive number of outer steps, got --steps {args.steps}")
+    if args.runs < 2:
+        raise UserError(f"--runs must be at least 2 (the 95% CI needs two runs), got --runs {args.runs}")
+    if not 0 < args.q <= 1:
+        raise UserError(f"--q must be in (0, 1], got --q {args.q:g}")
     from ufom_bench.demo import counterexample_demo
 
     counterexample_demo(steps=args.steps, runs=args.runs, q=args.q, seed=args.seed)
@@ -52,25 +64,31 @@ def _demo(args) -> int:
 def _list(args) -> int:
     import simulations
 
+    width = max(map(len, simulations.EXPERIMENTS))
     for name, (_, _, doc) in simulations.EXPERIMENTS.items():
-        print(f"{name:<8} {doc}")
+        print(f"{name:<{width}}  {doc}")
     print(f"scales: {', '.join(simulations.SCALES)}")
     return 0
 
 
-def _executor(args):
-    from ufom_bench.sweep import make_executor
+@contextlib.contextmanager
+def _session(args, folder: Path):
+    """The results folder locked for this command, then the executor for its cells (arguments checked first)."""
+    from ufom_bench.sweep import check_scheduler, make_executor, results_lock
 
-    return make_executor(args.scheduler)
+    check_scheduler(args.scheduler)
+    with results_lock(folder), make_executor(args.scheduler) as executor:
+        yield executor
 
 
 def _run(args) -> int:
     import simulations
 
     simulations.check_experiment(args.experiment)
-    with _executor(args) as executor:
+    folder = simulations.results_dir(args.out, args.scale)
+    with _session(args, folder) as executor:
         table = simulations.run(args.experiment, args.scale, args.out, executor=executor)
-    print(f"{args.experiment}: {len(table)} rows -> {args.out}/{args.experiment}.parquet")
+    print(f"{args.experiment}: {len(table)} rows -> {folder / args.experiment}.parquet")
     return 0
 
 
@@ -80,15 +98,19 @@ def _report(args) -> int:
     import simulations
     from report.build import build_report
 
-    simulations.synthetic.check_scale(args.scale)
+    folder = simulations.results_dir(args.out, args.scale)
+    pdf = args.pdf or str(folder / "report.pdf")
     start = time.perf_counter()
-    results = {}
-    with _executor(args) as executor:
-        for name in simulations.EXPERIMENTS:
-            results[name] = simulations.run(name, args.scale, args.out, executor=executor)
-    pdf = args.pdf or f"{args.out}/report.pdf"
-    pages = build_report(results, args.scale, pdf)
-    print(f"report: {pdf} ({pages} pages, {time.perf_counter() - start:.0f} s)")
+    with _session(args, folder) as executor:
+        results = {name: simulations.run(name, args.scale, args.out, executor=executor)
+                   for name in simulations.EXPERIMENTS}
+        try:
+            pages = build_report(results, args.scale, pdf)
+        except OSError as exc:
+            if exc.errno and exc.filename is None:  # e.g. a full disk names no file
+                raise OSError(exc.errno, exc.strerror or str(exc), pdf) from exc
+            raise
+    print(f"report: {pdf} ({pages} pages, {time.perf_counter() - start:.0f} s); tables in {folder}/")
     return 0
 
 
@@ -112,21 +134,49 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             cmd.add_argument("experiment", help="an experiment name (see `ufom-bench list`)")
         cmd.add_argument("--scale", default="default", help="smoke, default or paper (default: default)")
-        cmd.add_argument("--out", default="results", help="results folder (default: results)")
+        cmd.add_argument("--out", default="results",
+                         help="results folder; each scale in its own OUT/SCALE/ (default: results)")
         cmd.add_argument("--scheduler", default=None,
                          help="dask.distributed scheduler address (tcp://host:port), or 'local' for a local cluster")
         if name == "report":
-            cmd.add_argument("--pdf", default=None, help="output PDF (default: OUT/report.pdf)")
+            cmd.add_argument("--pdf", default=None, help="output PDF (default: OUT/SCALE/report.pdf)")
         cmd.set_defaults(func=func)
     return parser
 
 
+def _user_message(err: Exception, args) -> str | None:
+    """The one-line message of an error the user can fix: a `UserError` (also as a failed cell's cause), or
+    an OSError on the results folder or the PDF (a folder on the way to them included). None for a bug."""
+    from ufom_bench.sweep import CellError
+
+    if isinstance(err, CellError) and isinstance(err.__cause__, UserError):
+        err = err.__cause__
+    if isinstance(err, UserError):
+        return str(err)
+    if isinstance(err, OSError) and err.filename:
+        path = Path(os.path.abspath(err.filename))
+        for target in filter(None, (getattr(args, "out", None), getattr(args, "pdf", None))):
+            target = Path(os.path.abspath(target))
+            if path == target or target in path.parents or path in target.parents:
+                return f"cannot write {err.filename}: {err.strerror}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as err:  # bad user input: one clear line, no traceback
-        print(f"ufom-bench: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt as err:  # Ctrl-C: what was kept (`sweep.Interrupted` says) and how to resume
+        kept = f": {err}" if str(err) else ""
+        resume = f"; resume with: ufom-bench {shlex.join(argv)}" if args.command in ("run", "report") else ""
+        print(f"ufom-bench: interrupted{kept}{resume}", file=sys.stderr)
+        return 130
+    except Exception as err:
+        message = _user_message(err, args)
+        if message is None:  # a bug: keep the traceback
+            raise
+        print(f"ufom-bench: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -1,0 +1,197 @@
+"""The `ufom-bench` command line run as a user runs it (a subprocess): one-line errors with exit code 2 for
+what the user can fix, tracebacks for bugs, Ctrl-C, per-scale results folders, progress lines, the lock."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+import simulations
+from ufom_bench.sweep import results_lock
+
+FAST = 60  # seconds: a generous bound for a command that fails at once (imports take seconds under load)
+
+
+def cli(*args: str, env: dict | None = None, timeout: float = FAST, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ufom_bench.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout, **kwargs)
+
+
+def one_line_error(proc: subprocess.CompletedProcess, message: str) -> None:
+    """The command printed exactly ``ufom-bench: error: <message>`` on stderr and exited 2."""
+    assert (proc.returncode, proc.stderr) == (2, f"ufom-bench: error: {message}\n"), proc.stderr
+
+
+# ----------------------------------------------------------------------------------------- 3: demo
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--runs", "0"], "--runs must be at least 2 (the 95% CI needs two runs), got --runs 0"),
+    (["--runs", "-1"], "--runs must be at least 2 (the 95% CI needs two runs), got --runs -1"),
+    (["--runs", "1"], "--runs must be at least 2 (the 95% CI needs two runs), got --runs 1"),
+    (["--steps", "0"], "--steps must be a positive number of outer steps, got --steps 0"),
+])
+def test_demo_rejects_too_few_runs_or_steps_naming_the_flag(flags, message):
+    proc = cli("demo", *flags)
+    one_line_error(proc, message)
+    assert proc.stdout == ""  # no verdict printed
+
+
+# ------------------------------------------------------------------------------------ 4: scheduler
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed on exit: nothing listens there
+
+
+def test_unreachable_scheduler_fails_fast_naming_the_address(tmp_path):
+    address = f"tcp://127.0.0.1:{closed_port()}"
+    start = time.monotonic()
+    proc = cli("run", "fig1a", "--scale", "smoke", "--out", str(tmp_path), "--scheduler", address)
+    # the connect timeout is 5 s; the old code waited 30 s (dask's default) and printed a traceback. 20 s
+    # leaves room for the imports on a loaded machine without letting a 30 s wait pass.
+    assert time.monotonic() - start < 20
+    one_line_error(proc, f"cannot connect to the dask scheduler at {address} (tried for 5 s)")
+
+
+def test_bad_scale_and_scheduler_are_reported_before_connecting(tmp_path):
+    address = f"tcp://127.0.0.1:{closed_port()}"
+    start = time.monotonic()
+    proc = cli("run", "fig1a", "--scale", "huge", "--out", str(tmp_path), "--scheduler", address)
+    assert time.monotonic() - start < 20  # no connection attempted: the old code waited 30 s first
+    one_line_error(proc, "unknown scale 'huge'; choose one of smoke, default, paper")
+    one_line_error(cli("run", "fig1a", "--scale", "smoke", "--out", str(tmp_path), "--scheduler", "host:8786"),
+                   "scheduler must be 'local' or an address such as tcp://host:8786, got 'host:8786'")
+
+
+# ------------------------------------------------------------------------- 5: one line for user errors
+
+
+def test_out_on_a_file_is_one_line(tmp_path):
+    target = tmp_path / "a-file"
+    target.write_text("")
+    one_line_error(cli("run", "fig1a", "--scale", "smoke", "--out", str(target)),
+                   f"cannot write {target}/smoke: Not a directory")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_out_on_a_read_only_folder_is_one_line(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir(mode=0o555)
+    one_line_error(cli("run", "fig1a", "--scale", "smoke", "--out", str(folder)),
+                   f"cannot write {folder}/smoke: Permission denied")
+
+
+def _limit_file_size():
+    # a file-size limit fails write() past it as a full disk does, with an errno and no file named
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of being killed
+
+
+def test_a_failed_write_names_the_file(tmp_path):
+    proc = cli("run", "fig1a", "--scale", "smoke", "--out", str(tmp_path), preexec_fn=_limit_file_size)
+    cells = tmp_path / "smoke" / "fig1a" / "cells"
+    assert proc.returncode == 2, proc.stderr
+    assert re.fullmatch(rf"ufom-bench: error: cannot write {re.escape(str(cells))}/[0-9a-f]{{20}}\.parquet: "
+                        r"File too large\n", proc.stderr), proc.stderr
+
+
+def test_a_bad_data_directory_is_one_line_and_leaves_no_folder(tmp_path):
+    missing = tmp_path / "no-mnist"
+    proc = cli("run", "hypercleaning", "--scale", "paper", "--out", str(tmp_path / "out"),
+               env={"UFOM_MNIST_DIR": str(missing)})
+    one_line_error(proc, f"MNIST directory '{missing}' does not exist")
+    assert not (tmp_path / "out" / "paper" / "hypercleaning").exists()  # no empty cells/ left behind
+
+
+def test_a_bug_keeps_its_traceback():
+    # a ValueError that is not a UserError (as JAX raises internally) is a bug, not "bad input"
+    code = ("import sys; from ufom_bench import cli; cli._info = lambda args: int('not a number'); "
+            "sys.exit(cli.main(['info']))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=FAST)
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr and "ValueError: invalid literal for int()" in proc.stderr
+    assert "ufom-bench: error" not in proc.stderr
+
+
+def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path):
+    out = tmp_path / "out"
+    cells = out / "smoke" / "fig1e" / "cells"
+    args = ["run", "fig1e", "--scale", "smoke", "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "ufom_bench.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + FAST
+    while not glob.glob(str(cells / "*.parquet")):  # the first of 3 cells is stored; the others take seconds
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended or stalled before a cell"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=FAST)
+    assert proc.returncode == 130, err
+    line = re.fullmatch(rf"ufom-bench: interrupted: ([12]) of 3 cells of fig1e kept in {re.escape(str(cells))}; "
+                        rf"resume with: ufom-bench {re.escape(' '.join(args))}\n", err)
+    assert line, err
+    assert len(glob.glob(str(cells / "*.parquet"))) == int(line[1])
+
+
+# ------------------------------------------------------------------ 7: one results folder per scale
+
+
+def test_each_scale_has_its_own_results_folder(tmp_path):
+    proc = cli("run", "fig1a", "--scale", "smoke", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == f"fig1a: 801 rows -> {tmp_path}/smoke/fig1a.parquet"
+    assert (tmp_path / "smoke" / "fig1a.parquet").is_file() and not (tmp_path / "fig1a.parquet").exists()
+
+
+# ---------------------------------------------------------------------- 8: progress without a terminal
+
+
+def test_one_progress_line_per_cell_when_stdout_is_not_a_terminal(tmp_path):
+    proc = cli("run", "fig1d", "--scale", "smoke", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 4, lines
+    for done, line in enumerate(lines[:3], start=1):
+        assert re.fullmatch(rf"fig1d: {done}/3 cells, \d\d:\d\d elapsed, ETA \d\d:\d\d", line), line
+    assert lines[-1].endswith("smoke/fig1d.parquet")
+
+
+# ------------------------------------------------------------------------------------- 9: smaller
+
+
+def test_a_second_run_into_a_folder_in_use_fails_at_once(tmp_path):
+    folder = tmp_path / "smoke"
+    with results_lock(folder):  # this process is the first run
+        proc = cli("run", "fig1a", "--scale", "smoke", "--out", str(tmp_path))
+    one_line_error(proc, f"results folder {folder} is in use by another run (pid {os.getpid()}); wait for it "
+                         "to finish or use another folder")
+    assert not (folder / "fig1a").exists()
+
+
+def test_rerunning_a_finished_experiment_leaves_its_table(tmp_path):
+    assert cli("run", "fig1a", "--scale", "smoke", "--out", str(tmp_path)).returncode == 0
+    table = tmp_path / "smoke" / "fig1a.parquet"
+    before = os.stat(table)
+    again = cli("run", "fig1a", "--scale", "smoke", "--out", str(tmp_path))
+    assert again.returncode == 0, again.stderr
+    after = os.stat(table)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)  # not rewritten
+
+
+def test_list_aligns_every_row():
+    proc = cli("list")
+    assert proc.returncode == 0, proc.stderr
+    rows = proc.stdout.splitlines()[:-1]
+    assert [r.split()[0] for r in rows] == list(simulations.EXPERIMENTS)
+    assert len({row.index(doc) for row, (_, _, doc) in zip(rows, simulations.EXPERIMENTS.values())}) == 1
