@@ -23,6 +23,36 @@ def provenance_of(results: dict[str, pd.DataFrame]) -> dict[str, str]:
     return {k: ", ".join(sorted(v)) for k, v in info.items()} or provenance()
 
 
+# Per experiment: what its "diverged" column counts, and how a table's rows reduce to one number.
+_DIVERGED = {
+    "fig1bc": ("refused outer steps", lambda t: t.loc[t["record"] == "final", "diverged"].sum()),
+    "fig1d": ("excluded Monte Carlo tasks", lambda t: t["diverged"].sum()),
+    "fig1e": ("refused outer steps", lambda t: t["diverged"].sum()),
+    "fig1f": ("refused outer steps", lambda t: t.groupby("cell_id")["diverged"].first().sum()),
+    "ext_r": ("excluded Monte Carlo tasks", lambda t: t["diverged"].sum()),
+    "hypercleaning": ("refused outer steps", lambda t: t.groupby("cell_id")["diverged"].max().sum()),
+    "fewshot": ("refused meta-steps", lambda t: t.groupby("cell_id")["diverged"].max().sum()),
+}
+
+
+def divergence_summary(results: dict[str, pd.DataFrame]) -> str:
+    """One sentence: per experiment, the outer steps refused and Monte Carlo samples excluded because an
+    inner loop diverged (`Info.diverged`); nothing diverged is ever applied or averaged."""
+    from ufom_bench.estimators import DIVERGENCE_GROWTH
+
+    parts = []
+    for name, (what, count) in _DIVERGED.items():
+        table = results.get(name)
+        if table is not None and "diverged" in table.columns:
+            parts.append(f"{name}: {int(count(table)):,} {what}")
+    fewshot = results.get("fewshot")
+    if fewshot is not None and "n_diverged" in fewshot.columns:
+        parts.append(f"fewshot: {int(fewshot['n_diverged'].sum()):,} excluded Monte Carlo tasks")
+    return (f"Diverged inner loops (a non-finite value, or the inner gradient norm grown more than "
+            f"{DIVERGENCE_GROWTH:g}-fold along the path) are refused by the outer loop and excluded from Monte Carlo averages, never "
+            "applied or averaged. Counts in this report: " + "; ".join(parts) + ".")
+
+
 def all_claims(results: dict[str, pd.DataFrame]) -> pd.DataFrame:
     from simulations import claims, synthetic
 
@@ -58,6 +88,7 @@ def build_report(results: dict[str, pd.DataFrame], scale: str, path: str) -> int
     rep.claims_table(claims[["claim", "source", "measured", "criterion", "verdict"]].to_dict("records"), caption=(
         "Statistical criteria are z-scores over independent draws or runs; 'holds' means the criterion was met "
         "at this scale, 'fails' that it was not."))
+    rep.paragraph(divergence_summary(results))
 
     add_theory_section(rep)
 

@@ -236,7 +236,7 @@ def _mc_table(frame: pd.DataFrame) -> pd.DataFrame:
     mc = frame[frame["record"] == "mc"]
     base = mc[(mc["axis"] == "alpha")]
     out = base[["theta_calls", "alpha", "r", "d2", "d2_se", "v2", "v2_se", "bias_norm", "meta_grad_norm", "n",
-                "n_nonfinite"]].sort_values(["theta_calls", "alpha"]).reset_index(drop=True)
+                "n_diverged"]].sort_values(["theta_calls", "alpha"]).reset_index(drop=True)
     return out.rename(columns={"theta_calls": "theta at calls", "bias_norm": "||bias||",
                                "meta_grad_norm": "||dM/dtheta||"})
 

@@ -24,7 +24,7 @@ eps = 1e-8) with a step size annealed linearly to 0 *over the budget of calls*, 
 (the released code annealed its outer step 0.1 linearly to 0 over meta-iterations; annealing by calls gives
 every estimator the same schedule against the x-axis of Figure 2, and Adaptive UFOM's number of meta-steps is
 random). No gradient clipping (the released code clipped at 0.1; Adam's update is already bounded by ~lr).
-Non-finite estimates (a divergent inner loop) are skipped and counted.
+Diverged estimates (a non-finite or runaway inner loop, `Info.diverged`) are refused and counted.
 
 **Reptile's outer step** (convention): Reptile's direction G_Rep = theta - phi_r (``reptile(scale="none")``,
 Nichol et al.'s raw difference, not divided by sum(alpha)) is handed to the same Adam as if it were a
@@ -277,7 +277,7 @@ class Carry(NamedTuple):
     opt_state: PyTree
     grads: jax.Array
     hvps: jax.Array
-    nonfinite: jax.Array
+    diverged: jax.Array
     steps: jax.Array
     key: jax.Array
 
@@ -290,6 +290,7 @@ class Steps(NamedTuple):
     q: jax.Array
     exact: jax.Array
     finite: jax.Array
+    diverged: jax.Array
 
 
 TRACES: dict[tuple, int] = {}  # (kind, scale, source, m, estimator) -> times traced (tests: once per config)
@@ -347,12 +348,12 @@ def segment_fn(scale: str, source: str, m: int, name: str):
                 return jax.tree_util.tree_map(lambda t, d: t - step_size * d, theta, u), new_opt
 
             estimate = lambda: meta_batch_estimate(est, problem, c.theta, k, c.est_state, B)
-            theta, est_state, opt_state, info = guarded_step(active, estimate, update, c.theta, c.est_state,
-                                                             c.opt_state)
+            theta, est_state, opt_state, info, refused = guarded_step(active, estimate, update, c.theta,
+                                                                      c.est_state, c.opt_state)
             grads, hvps = c.grads + info.grad_calls, c.hvps + info.hvp_calls
-            new = Carry(theta, est_state, opt_state, grads, hvps, c.nonfinite + (~info.finite).astype(COUNT),
+            new = Carry(theta, est_state, opt_state, grads, hvps, c.diverged + refused.astype(COUNT),
                         c.steps + active.astype(COUNT), key)
-            return new, Steps(active, grads + hvps, info.q.astype(jnp.float32), info.exact, info.finite)
+            return new, Steps(active, grads + hvps, info.q.astype(jnp.float32), info.exact, info.finite, refused)
 
         return jax.lax.scan(step, carry, None, length=n_steps)
 
@@ -408,7 +409,7 @@ class Run(NamedTuple):
     calls: list
     steps: list
     records: dict
-    nonfinite: int
+    diverged: int
 
 
 _RUNS: dict[tuple, Run] = {}  # memo: the MC cell reuses a training cell's run in the same process
@@ -438,7 +439,7 @@ def train_run(scale: str, source: str, m: int, name: str, seed: int, lr: float |
     records = {f: np.concatenate([getattr(r, f) for r in recs]) for f in Steps._fields}
     active = records.pop("active")
     records = {f: v[active] for f, v in records.items()}
-    run = Run(thetas, calls, steps, records, int(carry.nonfinite))
+    run = Run(thetas, calls, steps, records, int(carry.diverged))
     _RUNS[memo] = run
     return run
 
@@ -473,7 +474,7 @@ def cell_train(config: dict) -> pd.DataFrame:
     per_step = pd.DataFrame({"record": "step", "step": np.arange(1, len(rec["calls"]) + 1), "calls": rec["calls"],
                              "q": rec["q"].astype(np.float64), "exact": rec["exact"], "finite": rec["finite"]})
     out = pd.concat([pd.DataFrame(rows), final, per_step], ignore_index=True)
-    out["lr"], out["budget"], out["nonfinite"] = lr, budget_of(scale), run.nonfinite
+    out["lr"], out["budget"], out["diverged"] = lr, budget_of(scale), run.diverged
     out["r"], out["alpha"], out["filters"], out["meta_batch"], out["k"] = (s["r"], s["alpha"], s["filters"],
                                                                          s["meta_batch"], 1)
     return out
@@ -503,7 +504,7 @@ def mc_rows(problem: Problem, thetas: list, n: int, key, qs=()) -> list[dict]:
     for c, mom in enumerate(cells):
         base = {"point": c, "d2": mom.d2, "d2_se": mom.d2_se, "v2": mom.v2, "v2_se": mom.v2_se,
                 "bias_norm": float(np.linalg.norm(mom.bias)), "meta_grad_norm": float(np.linalg.norm(mom.meta_grad)),
-                "n": mom.n, "n_nonfinite": mom.n_nonfinite}
+                "n": mom.n, "n_diverged": mom.n_diverged}
         if not len(qs):
             rows.append(base)
             continue
@@ -664,7 +665,7 @@ def lr_grid(scale: str = "default", source: str = "glyphs", m: int | None = None
             run = train_run(scale, source, m, name, seed, lr)
             acc, _ = evaluate(scale, source, m, run.thetas[-1], n_val, key, split="val")
             rows.append({"estimator": name, "lr": lr, "val_accuracy": acc.mean(),
-                         "val_se": acc.std(ddof=1) / math.sqrt(n_val), "nonfinite": run.nonfinite})
+                         "val_se": acc.std(ddof=1) / math.sqrt(n_val), "diverged": run.diverged})
     return pd.DataFrame(rows)
 
 

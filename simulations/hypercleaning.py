@@ -137,17 +137,12 @@ def truncated_k1() -> Estimator:
         _core.check_theta(problem, theta)
         alphas = problem.step_sizes
         calls = jnp.zeros((), _core.COUNT)
-
-        def body(carry, alpha):
-            phi, n = carry
-            return _core.inner_step(problem, theta, phi, task, alpha, n), None
-
-        (phi_prev, calls), _ = jax.lax.scan(body, (problem.init_inner(theta, task), calls), alphas[:-1])
+        phi_prev, calls, check = _core.inner_loop(problem, theta, task, calls, alphas[:-1])
         phi_r, calls = _core.inner_step(problem, theta, phi_prev, task, alphas[-1], calls)
-        b1, b2, calls = _core.outer_grads(problem, theta, phi_r, task, calls)
+        b1, b2, calls, check = _core.outer_grads(problem, theta, phi_r, task, calls, check)
         h_theta, _ = _core.hvp(problem, theta, phi_prev, task, b2)
         g = _core.tmap(lambda b, h: b - alphas[-1] * h, b1, h_theta)
-        return g, _core.info(g, calls, 1, False, 0.0), state
+        return g, _core.info(g, calls, 1, False, 0.0, check._replace(finite=check.finite & _core.all_finite(phi_r))), state
 
     return Estimator(_core.no_state, estimate, "truncated_k1")
 
@@ -249,11 +244,12 @@ def train_snapshots(problem, estimator: Estimator, theta0, key, *, budget: int, 
             return optax.apply_updates(theta, updates), new_opt
 
         estimate = lambda: estimator.estimate(problem, theta, task, k_est, est_state)
-        theta, est_state, opt_state, info = guarded_step(active, estimate, update, theta, est_state, opt_state)
+        theta, est_state, opt_state, info, refused = guarded_step(active, estimate, update, theta, est_state,
+                                                                  opt_state)
         grads, hvps = grads + info.grad_calls, hvps + info.hvp_calls
-        bad = bad + (~info.finite).astype(COUNT)
+        bad = bad + refused.astype(COUNT)
         loss = problem.outer_loss(theta, inner_path(problem, theta, task), task) if track_loss else nan
-        rec = Record(active, grads, hvps, grads + hvps, info.exact, info.q, info.finite, bad, loss, nan,
+        rec = Record(active, grads, hvps, grads + hvps, info.exact, info.q, info.finite, refused, bad, loss, nan,
                      jnp.sqrt(jnp.sum(jnp.square(theta))))
         return (theta, est_state, opt_state, grads, hvps, bad, key, snaps, snap_calls, taken), rec
 
@@ -351,7 +347,7 @@ def cell_hypercleaning(config: dict) -> pd.DataFrame:
     per_step = pd.DataFrame({
         "record": "step", "step": np.arange(1, active.sum() + 1), "calls": np.asarray(rec.calls)[active],
         "q": np.asarray(rec.q, np.float64)[active],
-        "exact": np.asarray(rec.exact)[active], "nonfinite": np.asarray(rec.nonfinite)[active],
+        "exact": np.asarray(rec.exact)[active], "diverged": np.asarray(rec.n_diverged)[active],
     })
     out = pd.concat([evals, per_step], ignore_index=True)
     out["lr"] = lr

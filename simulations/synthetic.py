@@ -73,7 +73,7 @@ def sup_moments(problem, n_theta: int, lo: float = -50.0, hi: float = 50.0) -> d
     cells = montecarlo.moments_grid(problem, thetas, method="exact")
     d2, v2 = montecarlo.grid_sup(cells, "d2"), montecarlo.grid_sup(cells, "v2")
     return {"D2": d2.value, "V2": v2.value, "theta_D2": float(thetas[d2.index]), "theta_V2": float(thetas[v2.index]),
-            "nonfinite": int(sum(c.n_nonfinite for c in cells))}
+            "diverged": int(sum(c.n_diverged for c in cells))}
 
 
 def theory_q(D2: float, V2: float, r: int) -> float:
@@ -87,12 +87,12 @@ def traced_q_ufom(q) -> Estimator:
 
     def estimate(problem, theta, task, key, state):
         safe_q = jnp.where(q > 0, q, 1.0)
-        g, b_fo, _, xi, grads, hvps = ufom_step(problem, theta, task, key, safe_q)
+        g, b_fo, _, xi, grads, hvps, check = ufom_step(problem, theta, task, key, safe_q)
         xi = xi & (q > 0)
         g = jnp.where(q > 0, g, b_fo)
         grads = jnp.where(q > 0, grads, problem.r + 1)
         hvps = jnp.where(q > 0, hvps, 0)
-        return g, _core.info(g, grads, hvps, xi, q), state
+        return g, _core.info(g, grads, hvps, xi, q, check), state
 
     return Estimator(_core.no_state, estimate, "ufom(q traced)")
 
@@ -149,7 +149,7 @@ def cell_fig1bc(config: dict) -> pd.DataFrame:
         "grad_q90": np.quantile(g, 0.9, axis=0)[keep], "calls_mean": np.asarray(rec.calls).mean(0)[keep],
     })
     final = pd.DataFrame({"record": "final", "run": np.arange(g.shape[0]), "theta": np.asarray(theta),
-                          "grad_final": g[:, -1], "nonfinite": np.asarray(rec.nonfinite)[:, -1]})
+                          "grad_final": g[:, -1], "diverged": np.asarray(rec.n_diverged)[:, -1]})
     return pd.concat([curve, final], ignore_index=True)
 
 
@@ -180,7 +180,7 @@ def cell_fig1e(config: dict) -> pd.DataFrame:
     first = np.where(reached.any(1), reached.argmax(1), -1)
     cost = np.where(first >= 0, mean_calls[np.arange(qs.size), first], np.nan)
     return pd.DataFrame({"q": qs, "calls_to_target": cost, "target": target, "final_grad_sq": mean_g2[:, -1],
-                         "nonfinite": np.asarray(rec.nonfinite)[:, :, -1].sum(1),
+                         "diverged": np.asarray(rec.n_diverged)[:, :, -1].sum(1),
                          "q_theory": theory_q(m["D2"], m["V2"], problem.r), "D2": m["D2"], "V2": m["V2"]})
 
 
@@ -204,6 +204,7 @@ def cell_fig1f(config: dict) -> pd.DataFrame:
             "q": q, "calls": grid, "grad_mean": np.nanmean(on_grid, 0), "grad_q10": np.nanquantile(on_grid, 0.1, 0),
             "grad_q50": np.nanmedian(on_grid, 0), "grad_q90": np.nanquantile(on_grid, 0.9, 0),
             "grad_sq_mean": np.nanmean(on_grid**2, 0), "runs_started": np.sum(~np.isnan(on_grid), 0),
+            "diverged": int(np.asarray(rec.n_diverged[0])[:, -1].sum()),
         })
 
 

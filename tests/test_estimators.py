@@ -8,6 +8,8 @@ import pytest
 
 from helpers import flat, pytree_problem
 from ufom_bench import estimators as E
+from ufom_bench import problems
+from ufom_bench.errors import UserError
 from ufom_bench.estimators import _core
 from ufom_bench.memory import temp_bytes
 from ufom_bench.problem import Problem, inner_path, task_at
@@ -167,6 +169,11 @@ def test_temp_bytes_constant_in_r_except_algorithm_2():
         (lambda: E.ufom(q=0.0), "q = 0.0"),
         (lambda: E.ufom(q=1.5), "q = 1.5"),
         (lambda: E.ufom(q=float("nan")), "q = nan"),
+        (lambda: E.ufom(q="0.5"), "q = '0.5'"),
+        (lambda: E.ufom(q=True), "q = True"),
+        (lambda: E.adaptive_ufom(q_min="0.05"), "q = '0.05'"),
+        (lambda: problems.quadratic(p=4, alpha="1"), "alpha = '1'"),
+        (lambda: problems.quadratic(p=4, alpha=True), "alpha = True"),
         (lambda: E.get("no_such_estimator"), "no_such_estimator"),
         (lambda: pytree_problem(alphas=jnp.zeros((0,))), "r = 0"),
         (lambda: pytree_problem(alphas=jnp.array([0.1, -0.2, 0.1])), "alpha_2 = -0.2"),
@@ -189,6 +196,9 @@ def test_mismatched_theta_pytree_is_named():
     wrong_shape = {"w": jnp.zeros(4), "b": jnp.zeros((2, 2))}
     with pytest.raises(ValueError, match=r"theta\['w'\] has shape \(4,\)"):
         estimate("exact", problem, wrong_shape, task_at(problem, 0))
+    integer = {"w": jnp.zeros(3, int), "b": jnp.zeros((2, 2))}
+    with pytest.raises(UserError, match=r"theta\['w'\] must be a floating array, got dtype int"):
+        estimate("fom", problem, integer, task_at(problem, 0))
 
 
 def test_divergent_inner_loop_is_flagged():

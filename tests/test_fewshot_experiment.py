@@ -18,7 +18,7 @@ EVAL = {"record", "checkpoint", "calls", "step", "accuracy", "accuracy_se", "los
 TASK = {"task", "accuracy"}
 STEP = {"step", "calls", "q", "exact", "finite"}
 MC = {"axis", "alpha", "r", "point", "theta_calls", "d2", "d2_se", "v2", "v2_se", "q", "ufom_m2", "ufom_m2_se",
-      "ufom_direct", "ufom_diff_se", "ufom_var", "ufom_var_se", "n", "n_nonfinite"}
+      "ufom_direct", "ufom_diff_se", "ufom_var", "ufom_var_se", "n", "n_diverged"}
 Z = 4.0  # level of the sampled identity check (|z| < 4)
 
 

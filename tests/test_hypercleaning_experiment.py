@@ -133,7 +133,7 @@ def test_snapshots_equal_reruns_with_smaller_budgets(name):
         active = np.asarray(rec_b.active)
         assert int(snaps.calls[i]) == int(np.asarray(rec_b.calls)[active][-1]) >= b
         if b == points[-1]:
-            for field in ("active", "calls", "grad_calls", "hvp_calls", "exact", "q", "finite", "nonfinite", "loss",
+            for field in ("active", "calls", "grad_calls", "hvp_calls", "exact", "q", "finite", "diverged", "n_diverged", "loss",
                           "theta_norm"):
                 np.testing.assert_allclose(np.asarray(getattr(rec, field)), np.asarray(getattr(rec_b, field)),
                                            rtol=1e-12, err_msg=field)

@@ -105,7 +105,7 @@ def test_exact_mode_equals_closed_form(quad):
     problem, theta, fo, ex = quad
     cf = closed_form(problem, theta, fo, ex)
     m = mc.moments(problem, theta)
-    assert m.method == "exact" and m.n == problem.num_tasks and m.n_nonfinite == 0
+    assert m.method == "exact" and m.n == problem.num_tasks and m.n_diverged == 0
     np.testing.assert_allclose(m.d2, cf["d2"], rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(m.v2, cf["v2"], rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(m.bias, cf["bias"], rtol=1e-10, atol=1e-10)
@@ -120,7 +120,7 @@ def test_sampled_mode_matches_closed_form_within_ci(quad):
     cf = closed_form(problem, theta, fo, ex)
     n = 4000
     m = mc.moments(problem, theta, n, jax.random.PRNGKey(0), method="sampled")
-    assert m.method == "sampled" and m.n == n and m.n_nonfinite == 0
+    assert m.method == "sampled" and m.n == n and m.n_diverged == 0
     for field in ("d2", "v2"):
         est, se = getattr(m, field), getattr(m, field + "_se")
         assert abs(est - cf[field]) < Z * se, (field, est, cf[field], se)
@@ -200,7 +200,7 @@ def test_nonfinite_tasks_counted_and_excluded_exact():
     problem = divergent_problem()
     theta = problem.theta0
     m = mc.moments(problem, theta)
-    assert m.method == "exact" and m.n == 3 and m.n_nonfinite == 1
+    assert m.method == "exact" and m.n == 3 and m.n_diverged == 1
     d2, v2 = divergent_closed_form(problem, theta)
     np.testing.assert_allclose([m.d2, m.v2], [d2, v2], rtol=1e-12)
     assert np.all(np.isfinite(m.bias)) and np.all(np.isfinite(m.meta_grad))
@@ -212,8 +212,8 @@ def test_nonfinite_draws_counted_and_excluded_sampled():
     m = mc.moments(problem, theta, n, key, method="sampled")
     s = mc.gradient_samples(problem, theta, n, key, method="sampled")
     finite = np.asarray(s.finite)
-    assert m.n == n and m.n_nonfinite == int((~finite).sum())
-    assert abs(m.n_nonfinite - 0.2 * n) < Z * np.sqrt(n * 0.2 * 0.8)  # task a = 1e30 has p = 0.2
+    assert m.n == n and m.n_diverged == int((~finite).sum())
+    assert abs(m.n_diverged - 0.2 * n) < Z * np.sqrt(n * 0.2 * 0.8)  # task a = 1e30 has p = 0.2
     g_fo, g = np.asarray(s.g_fo)[finite], np.asarray(s.g)[finite]
     np.testing.assert_allclose(m.d2, np.mean(np.sum((g_fo - g) ** 2, 1)), rtol=1e-12)
     np.testing.assert_allclose(m.meta_grad, g.mean(0), rtol=1e-12, atol=1e-300)
@@ -226,7 +226,7 @@ def test_all_nonfinite_gives_nan():
     problem = pytree_problem(alphas=jnp.full((30,), 50.0))  # every task's inner loop diverges
     for m in (mc.moments(problem, problem.theta0),
               mc.moments(problem, problem.theta0, 16, jax.random.PRNGKey(5), method="sampled")):
-        assert m.n_nonfinite == m.n
+        assert m.n_diverged == m.n
         assert np.isnan(m.d2) and np.isnan(m.v2) and np.isnan(m.d2_se)
         assert np.all(np.isnan(m.bias)) and np.all(np.isnan(m.meta_grad))
     sup = mc.grid_sup([m, m], "d2")
@@ -277,7 +277,7 @@ def test_grid_sup_and_frame_on_piecewise_tasks():
 
     frame = mc.to_frame(cells, grid, alpha=0.05)
     assert len(frame) == grid.shape[0]
-    assert {"cell", "theta", "d2", "d2_se", "v2", "v2_se", "bias_norm", "meta_grad_norm", "n", "n_nonfinite",
+    assert {"cell", "theta", "d2", "d2_se", "v2", "v2_se", "bias_norm", "meta_grad_norm", "n", "n_diverged",
             "method", "alpha"} <= set(frame.columns)
     assert all(np.ndim(v) == 0 for v in frame.iloc[0])
     np.testing.assert_allclose(frame["theta"], grid)
@@ -308,7 +308,7 @@ def test_runs_on_one_device(ptree):
     if jax.device_count() != 1:
         pytest.skip("checks the single-device path")
     m = mc.moments(ptree, ptree.theta0, N_CHUNKED, jax.random.PRNGKey(9), method="sampled", chunk_size=CHUNK)
-    assert m.n == N_CHUNKED and m.n_nonfinite == 0 and np.isfinite(m.d2) and m.d2_se > 0
+    assert m.n == N_CHUNKED and m.n_diverged == 0 and np.isfinite(m.d2) and m.d2_se > 0
 
 
 _SHARDED = """

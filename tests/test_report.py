@@ -178,3 +178,21 @@ def test_long_table_starts_under_its_heading(tmp_path):
     page1 = text.split("Page 2 of")[0]
     assert "2 Long table" in page1 and "Table 1. Long" in page1 and "\n0\n" in page1
     assert text.count("seed") >= 2  # header repeated on the next page
+
+
+def test_divergence_summary_counts_each_experiment_by_its_own_rule():
+    from report.build import divergence_summary
+
+    results = {
+        # fig1bc: per-run totals on the "final" rows; curve rows carry no count
+        "fig1bc": pd.DataFrame({"record": ["curve", "final", "final", "final"], "diverged": [None, 0, 2, 3]}),
+        # hypercleaning: cumulative counts per step: the last (max) of each cell
+        "hypercleaning": pd.DataFrame({"cell_id": ["a", "a", "a", "b", "b"], "diverged": [0, 1, 4, 0, 0]}),
+        # fewshot: a run-level count repeated on every row of a cell, and Monte Carlo exclusions
+        "fewshot": pd.DataFrame({"cell_id": ["a", "a", "m"], "diverged": [1, 1, None], "n_diverged": [None, None, 7]}),
+    }
+    text = divergence_summary(results)
+    assert "fig1bc: 5 refused outer steps" in text
+    assert "hypercleaning: 4 refused outer steps" in text
+    assert "fewshot: 1 refused meta-steps" in text and "fewshot: 7 excluded Monte Carlo tasks" in text
+    assert "1000-fold" in text

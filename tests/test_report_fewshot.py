@@ -49,7 +49,7 @@ def _frame(acc: dict, seeds=(0, 1, 2), n_tasks=200, m=5, seed=0) -> pd.DataFrame
                 d2 = 10.0 * alpha * r
                 rows.append({"record": "mc", "axis": axis, "alpha": alpha, "r": r, "point": p, "theta_calls": th_calls,
                              "d2": d2, "d2_se": 0.1 * d2, "v2": 2 * d2, "v2_se": 0.2 * d2, "bias_norm": 1.0,
-                             "meta_grad_norm": 1.0, "n": 64, "n_nonfinite": 0, "source": "glyphs", "m": m,
+                             "meta_grad_norm": 1.0, "n": 64, "n_diverged": 0, "source": "glyphs", "m": m,
                              "estimator": "adaptive_ufom", "seed": 0})
         for q in (0.1, 0.5, 1.0):
             m2 = 2 * 4.8 + (1 / q - 1) * 4.8
@@ -57,7 +57,7 @@ def _frame(acc: dict, seeds=(0, 1, 2), n_tasks=200, m=5, seed=0) -> pd.DataFrame
                          "d2": 4.8, "d2_se": 0.5, "v2": 9.6, "v2_se": 1.0, "ufom_m2": m2, "ufom_m2_se": 0.1 * m2,
                          "ufom_direct": m2 * 1.01, "ufom_direct_se": 0.1 * m2, "ufom_diff_se": 0.05 * m2,
                          "ufom_var": m2 - 1, "ufom_var_se": 0.1 * m2, "bias_norm": 1.0, "meta_grad_norm": 1.0,
-                         "n": 64, "n_nonfinite": 0, "source": "glyphs", "m": m, "estimator": "adaptive_ufom",
+                         "n": 64, "n_diverged": 0, "source": "glyphs", "m": m, "estimator": "adaptive_ufom",
                          "seed": 0})
     return pd.DataFrame(rows)
 

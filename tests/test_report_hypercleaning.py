@@ -44,7 +44,7 @@ def synthetic(shift=None, noise=0.01, seeds=5, rng=0, scale="default") -> pd.Dat
                 exact = est == "exact_me" or (est == "adaptive_ufom" and k % 5 == 0)
                 q = {"exact_me": 1.0, "adaptive_ufom": 0.05 if k <= 5 else 0.2146}.get(est, 0.0)
                 rows.append({"record": "step", "estimator": est, "seed": seed, "step": k, "calls": 300 * k, "q": q,
-                             "exact": exact, "nonfinite": 0, "lr": 0.3, "scale": scale})
+                             "exact": exact, "diverged": 0, "lr": 0.3, "scale": scale})
     return pd.DataFrame(rows)
 
 

@@ -9,13 +9,13 @@ from ufom_bench.cli import main
 
 NEEDED = {
     "fig1a": {"x", "f1", "f2", "M_r"},
-    "fig1bc": {"estimator", "record", "step", "grad_q10", "grad_q50", "grad_q90", "theta", "grad_final", "nonfinite"},
-    "fig1d": {"alpha", "D2", "V2", "D_bound2", "q_theory", "nonfinite"},
-    "fig1e": {"alpha", "q", "calls_to_target", "q_theory", "target", "nonfinite"},
-    "fig1f": {"q", "calls", "grad_q10", "grad_q50", "grad_q90", "grad_sq_mean"},
+    "fig1bc": {"estimator", "record", "step", "grad_q10", "grad_q50", "grad_q90", "theta", "grad_final", "diverged"},
+    "fig1d": {"alpha", "D2", "V2", "D_bound2", "q_theory", "diverged"},
+    "fig1e": {"alpha", "q", "calls_to_target", "q_theory", "target", "diverged"},
+    "fig1f": {"q", "calls", "grad_q10", "grad_q50", "grad_q90", "grad_sq_mean", "diverged"},
     "ext_r": {"r", "D2", "V2", "q_theory"},
     "claims": {"claim", "source", "measured", "criterion", "verdict"},
-    "hypercleaning": {"estimator", "seed", "record", "calls", "step", "q", "nonfinite", "D2", "V2", "q_star",
+    "hypercleaning": {"estimator", "seed", "record", "calls", "step", "q", "diverged", "D2", "V2", "q_star",
                       "test_accuracy", "test_loss", "train_clean_accuracy", "f1", "val_loss"},
     "fewshot": {"source", "m", "estimator", "seed", "record", "checkpoint", "calls", "accuracy", "accuracy_se", "q",
                 "axis", "alpha", "r", "d2", "v2", "ufom_var"},

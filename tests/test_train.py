@@ -1,5 +1,7 @@
 """Algorithm 1 under a function-call budget: counts, vectorisation, non-finite handling, optax."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +10,7 @@ import pytest
 
 from helpers import flat, pytree_problem
 from ufom_bench import estimators as E
+from ufom_bench.errors import UserError
 from ufom_bench.train import inverse, to_frame, train, train_many
 
 KEY = jax.random.PRNGKey(3)
@@ -58,7 +61,8 @@ def test_nonfinite_estimates_are_counted_and_not_applied():
     problem = pytree_problem(alphas=jnp.full((30,), 50.0))  # a divergent inner loop at every step
     theta, rec = train(problem, E.fom(), problem.theta0, KEY, budget=31 * 5)
     active = np.asarray(rec.active)
-    assert int(rec.nonfinite[-1]) == 5 and active.sum() == 5 and not np.asarray(rec.finite)[active].any()
+    assert int(rec.n_diverged[-1]) == 5 and active.sum() == 5 and not np.asarray(rec.finite)[active].any()
+    assert np.asarray(rec.diverged)[active].all()
     np.testing.assert_array_equal(flat(theta), flat(problem.theta0))
 
 
@@ -69,11 +73,17 @@ def test_optax_optimizer_option():
     assert mg[-1] < mg[0]
 
 
-@pytest.mark.parametrize("budget", [0, -5, None])
+@pytest.mark.parametrize("budget", [0, -5, None, 0.5, float("inf"), float("nan"), "100", True])
 def test_bad_budget(budget):
     problem = pytree_problem(r=3)
-    with pytest.raises(ValueError, match="budget"):
+    with pytest.raises(UserError, match=f"budget must be a whole number >= 1, got budget = {re.escape(repr(budget))}$"):
         train(problem, E.fom(), problem.theta0, KEY, budget=budget)
+
+
+def test_whole_float_budget_is_accepted():
+    problem = pytree_problem(r=3)
+    _, rec = train(problem, E.fom(), problem.theta0, KEY, budget=8.0)
+    assert int(np.asarray(rec.active).sum()) == 2  # 4 calls per FOM step
 
 
 def test_bad_schedule_constant():

@@ -16,8 +16,8 @@ Two modes (the ``method`` field of every result):
              weighted by ``task_probs``; standard errors are 0. The default whenever it is possible.
   "sampled": n tasks drawn i.i.d. from ``problem.sample_task``; standard errors are sd / sqrt(n_eff)
              (ddof = 1); a confidence interval is estimate +- z * SE (normal approximation; z = 1.96 for 95%).
-Non-finite pairs (a divergent inner loop) are counted per theta in ``n_nonfinite`` and excluded: means are
-over the finite samples only (in exact mode the remaining task probabilities are renormalised), so every
+Diverged pairs (`Info.diverged`: a non-finite or runaway inner loop; set to NaN when computed) are counted
+per theta in ``n_diverged`` and excluded: means are over the finite samples only (in exact mode the remaining task probabilities are renormalised), so every
 estimate is conditional on finiteness and the count says how much was excluded; when nothing is finite
 the estimates are NaN.
 
@@ -77,7 +77,7 @@ class Samples(NamedTuple):
 
     g_fo, g: [cells, m, s] (or [m, s] for one theta): G_FO and the exact G per sample.
     weight: [m] the probability of each row (exact: task_probs; sampled: 1/n).
-    finite: [cells, m] (or [m]) whether both gradients of the row are finite.
+    finite: [cells, m] (or [m]) whether both gradients of the row are finite (a diverged row is NaN).
     method: "exact" (rows are all tasks) or "sampled" (rows are i.i.d. draws).
     """
 
@@ -95,7 +95,7 @@ class Moments(NamedTuple):
     v2, v2_se: E_T ||G||^2 and its standard error.
     bias, bias_se: E_T [G_FO - G] (vector, ravel_pytree(theta) order) and per-coordinate SEs.
     meta_grad, meta_grad_se: E_T [G] = dM_r/dtheta (vector) and per-coordinate SEs.
-    n: tasks (exact) or draws (sampled). n_nonfinite: rows excluded as non-finite.
+    n: tasks (exact) or draws (sampled). n_diverged: rows excluded (diverged or non-finite).
     method: "exact" or "sampled".
     """
 
@@ -106,7 +106,7 @@ class Moments(NamedTuple):
     bias: np.ndarray
     meta_grad: np.ndarray
     n: int
-    n_nonfinite: int
+    n_diverged: int
     method: str
     bias_se: np.ndarray
     meta_grad_se: np.ndarray
@@ -124,7 +124,7 @@ class UfomMoments(NamedTuple):
     diff_se: SE of (direct - second_moment), which shares the tasks (the check is |diff| < z * diff_se).
     q: the probabilities (scalar, or an array: then every field above has its shape).
     n: tasks (exact) or task draws (sampled). n_xi: xi draws per task (exact) or 1 (sampled).
-    n_nonfinite, method: as in `Moments`; moments: the `Moments` of the same pairs.
+    n_diverged, method: as in `Moments`; moments: the `Moments` of the same pairs.
     """
 
     q: Any
@@ -135,7 +135,7 @@ class UfomMoments(NamedTuple):
     diff_se: Any
     n: int
     n_xi: int
-    n_nonfinite: int
+    n_diverged: int
     method: str
     moments: Moments
 
@@ -230,8 +230,9 @@ def _pairs_chunked(problem: Problem, thetas, cells, specs, sampled: bool):
     def one(cell, spec):
         theta = jax.tree_util.tree_map(lambda t: t[cell], thetas)
         task = problem.sample_task(spec) if sampled else task_at(problem, spec)
-        g_fo, g, _ = estimators.pair(problem, theta, task)
-        return ravel_pytree(g_fo)[0], ravel_pytree(g)[0]
+        g_fo, g, info = estimators.pair(problem, theta, task)
+        bad = lambda x: jnp.where(info.diverged, jnp.nan, ravel_pytree(x)[0])  # a diverged pair is excluded
+        return bad(g_fo), bad(g)
 
     return jax.lax.map(lambda xs: jax.vmap(one)(*xs), (cells, specs))
 
@@ -351,7 +352,7 @@ def _ufom_cells(g_fo, g, weight, finite, q, u, sampled: bool):
     return jax.vmap(over_q, in_axes=(0, 0, 0, 0, None))(g_fo, g, finite, u, q)
 
 
-def _host_moments(stats, n_nonfinite, n: int, method: str, i: int) -> Moments:
+def _host_moments(stats, n_diverged, n: int, method: str, i: int) -> Moments:
     get = lambda k, j: np.asarray(stats[k][j][i])
     return Moments(
         d2=float(get("d2", 0)),
@@ -361,7 +362,7 @@ def _host_moments(stats, n_nonfinite, n: int, method: str, i: int) -> Moments:
         bias=get("bias", 0),
         meta_grad=get("meta_grad", 0),
         n=n,
-        n_nonfinite=int(n_nonfinite[i]),
+        n_diverged=int(n_diverged[i]),
         method=method,
         bias_se=get("bias", 1),
         meta_grad_se=get("meta_grad", 1),
@@ -392,7 +393,7 @@ def moments(problem: Problem, theta: PyTree, n: int | None = None, key=None, *, 
 
     Exact over ``problem.tasks`` when there is a finite task set (``method="auto"``, SE = 0), else from n
     sampled tasks (``method="sampled"`` forces this) with SE = sd / sqrt(n_eff). Non-finite pairs are
-    counted in ``n_nonfinite`` and excluded.
+    counted in ``n_diverged`` and excluded.
 
     Args:
       problem: the ABLO problem. theta: a pytree shaped like ``problem.theta0``.
@@ -493,7 +494,7 @@ def ufom_moments_of(samples: Samples, q, key, *, n_xi: int | None = None) -> Ufo
         diff_se=shape(diff_se),
         n=m,
         n_xi=n_xi,
-        n_nonfinite=mom.n_nonfinite,
+        n_diverged=mom.n_diverged,
         method=resolved,
         moments=mom,
     )
@@ -544,7 +545,7 @@ def to_frame(cells: Moments | Sequence[Moments], thetas: PyTree | None = None, *
     """A tidy pandas frame, one row per theta, scalar columns only.
 
     Columns: cell, theta (s = 1) or theta_0..theta_{s-1} (when ``thetas``, a grid with a leading axis, is
-    given), d2, d2_se, v2, v2_se, bias_norm = ||E[G_FO - G]||, meta_grad_norm = ||E[G]||, n, n_nonfinite,
+    given), d2, d2_se, v2, v2_se, bias_norm = ||E[G_FO - G]||, meta_grad_norm = ||E[G]||, n, n_diverged,
     method, then ``columns`` (constants, e.g. alpha=0.01).
     """
     import pandas as pd
@@ -565,7 +566,7 @@ def to_frame(cells: Moments | Sequence[Moments], thetas: PyTree | None = None, *
     frame["bias_norm"] = [float(np.linalg.norm(c.bias)) for c in cells]
     frame["meta_grad_norm"] = [float(np.linalg.norm(c.meta_grad)) for c in cells]
     frame["n"] = [c.n for c in cells]
-    frame["n_nonfinite"] = [c.n_nonfinite for c in cells]
+    frame["n_diverged"] = [c.n_diverged for c in cells]
     frame["method"] = [c.method for c in cells]
     for name, value in columns.items():
         frame[name] = value

@@ -7,6 +7,8 @@ The whole run is one jitted scan, so many runs vectorise with `train_many` (vmap
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -15,7 +17,7 @@ import numpy as np
 import optax
 
 from ufom_bench.estimators import Estimator
-from ufom_bench.estimators._core import COUNT
+from ufom_bench.estimators._core import COUNT, all_finite, norm
 from ufom_bench.problem import Problem, inner_path, meta_gradient, meta_objective
 from ufom_bench.errors import UserError
 
@@ -43,6 +45,15 @@ def constant(c: float) -> Schedule:
     return lambda k: c * jnp.ones_like(k)
 
 
+def check_count(name: str, value) -> int:
+    """A whole number >= 1 (an int, or a float with an integer value such as 1e5), else UserError naming it."""
+    whole = isinstance(value, numbers.Integral) or (isinstance(value, numbers.Real) and math.isfinite(value)
+                                                    and float(value).is_integer())
+    if isinstance(value, bool) or not whole or value < 1:
+        raise UserError(f"{name} must be a whole number >= 1, got {name} = {value!r}")
+    return int(value)
+
+
 def _check_positive(name, value):
     if not (np.isfinite(value) and value > 0):
         raise UserError(f"step size {name} must be finite and > 0, got {name} = {value!r}")
@@ -53,7 +64,9 @@ class Record(NamedTuple):
 
     active: the step was taken (the budget was not yet spent). grad_calls, hvp_calls, calls: cumulative
     counts after the step (calls = grads + HVPs, the paper's "function calls"). exact, q, finite: from the
-    estimate's Info. nonfinite: cumulative number of non-finite estimates (such updates are skipped).
+    estimate's Info. diverged: the step was refused (the estimate diverged, see `Info.diverged`, or the
+    update would have made theta or the optimizer state non-finite); theta stayed where it was.
+    n_diverged: cumulative number of refused steps.
     loss: M_r(theta_k) when the problem has a finite task set, else L_out on the step's task at theta_k.
     meta_grad_norm: |dM_r/dtheta(theta_k)| (exact, finite task sets only; NaN otherwise).
     theta_norm: ||theta_k||_2.
@@ -66,14 +79,11 @@ class Record(NamedTuple):
     exact: jax.Array
     q: jax.Array
     finite: jax.Array
-    nonfinite: jax.Array
+    diverged: jax.Array
+    n_diverged: jax.Array
     loss: jax.Array
     meta_grad_norm: jax.Array
     theta_norm: jax.Array
-
-
-def _norm(tree) -> jax.Array:
-    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(tree)))
 
 
 def default_max_steps(problem: Problem, budget: int) -> int:
@@ -85,22 +95,24 @@ def guarded_step(active, estimate: Callable, update: Callable, theta, est_state,
     """One outer step of Algorithm 1 under a budget, shared by every outer loop of the suite.
 
     When ``active``: ``(g, info, new_state) = estimate()``, ``(new_theta, new_opt) = update(g, opt_state,
-    theta)``; if the estimate is not finite (``info.finite`` False: a divergent inner loop) theta, the
-    estimator state and the optimizer state are kept, so the caller counts it and nothing is averaged in.
-    When not active (budget spent): nothing is computed (``lax.cond``) and ``info`` is zeros, finite.
-    Returns (theta, est_state, opt_state, info).
+    theta)``. The step is refused when the estimate diverged (``info.diverged``) or when the new theta or
+    optimizer state is not finite: theta, the estimator state and the optimizer state are then kept, so
+    nothing diverged is applied or averaged in, and ``refused`` tells the caller to count it.
+    When not active (budget spent): nothing is computed (``lax.cond``), ``info`` is zeros (finite) and
+    ``refused`` is False. Returns (theta, est_state, opt_state, info, refused).
     """
 
     def take(_):
         g, info, new_state = estimate()
         new_theta, new_opt = update(g, opt_state, theta)
-        keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(info.finite, a, b), new, old)
-        return keep(new_theta, theta), keep(new_state, est_state), keep(new_opt, opt_state), info
+        refused = info.diverged | ~all_finite((new_theta, new_opt))
+        keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(refused, b, a), new, old)
+        return keep(new_theta, theta), keep(new_state, est_state), keep(new_opt, opt_state), info, refused
 
     def skip(_):
         info = jax.eval_shape(estimate)[1]
         zeros = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), info)
-        return theta, est_state, opt_state, zeros._replace(finite=jnp.ones((), bool))
+        return theta, est_state, opt_state, zeros._replace(finite=jnp.ones((), bool)), jnp.zeros((), bool)
 
     return jax.lax.cond(active, take, skip, None)
 
@@ -120,24 +132,22 @@ def train(
     """Run Algorithm 1 until ``budget`` function calls (grads + HVPs) are spent or ``max_steps`` steps.
 
     A step is taken while the calls spent so far are below the budget, so the last step may overshoot it
-    by one estimate's cost (recorded). Non-finite estimates (a divergent inner loop) are not applied:
-    they are counted in ``Record.nonfinite`` and flagged in ``Record.finite``.
+    by one estimate's cost (recorded). A diverged estimate (`Info.diverged`: a non-finite computation or a
+    runaway inner loop) or a step that would make theta non-finite is refused, never applied: refused
+    steps are flagged in ``Record.diverged`` and counted in ``Record.n_diverged`` (their calls are spent).
 
     Args:
       problem, estimator: the ABLO problem and a hypergradient estimator.
       theta0: the start. key: PRNG key for tasks and the estimator's randomness.
-      budget: function calls to spend (> 0). schedule: gamma_k as a function of k = 1, 2, ... (default
+      budget: function calls to spend (a whole number > 0). schedule: gamma_k as a function of k = 1, 2, ... (default
         `inverse(10.0)`, the paper's 10/(k+1)); ignored when ``optimizer`` (an optax transformation) is given.
       max_steps: the scan length (default: the most steps the budget allows).
       track_meta: record M_r and |dM_r/dtheta| exactly (default: when the problem has a finite task set).
     Returns:
       (theta after the run, Record of arrays with one row per step).
     """
-    if budget is None or not budget > 0:
-        raise UserError(f"budget must be a positive number of function calls, got budget = {budget!r}")
-    max_steps = default_max_steps(problem, budget) if max_steps is None else int(max_steps)
-    if max_steps < 1:
-        raise UserError(f"max_steps must be >= 1, got max_steps = {max_steps}")
+    budget = check_count("budget", budget)
+    max_steps = default_max_steps(problem, budget) if max_steps is None else check_count("max_steps", max_steps)
     track_meta = problem.tasks is not None if track_meta is None else track_meta
     if track_meta and problem.tasks is None:
         raise UserError(f"track_meta needs a finite task set, and problem {problem.name!r} has none")
@@ -154,19 +164,21 @@ def train(
         def update(g, opt_state, theta):
             if optimizer is None:
                 gamma = schedule(k.astype(nan.dtype))
-                return jax.tree_util.tree_map(lambda t, d: t - gamma * d, theta, g), opt_state
+                return jax.tree_util.tree_map(lambda t, d: t - (gamma * d).astype(t.dtype), theta, g), opt_state
             updates, new_opt = optimizer.update(g, opt_state, theta)
             return optax.apply_updates(theta, updates), new_opt
 
         estimate = lambda: estimator.estimate(problem, theta, task, k_est, est_state)
-        theta, est_state, opt_state, info = guarded_step(active, estimate, update, theta, est_state, opt_state)
+        theta, est_state, opt_state, info, refused = guarded_step(active, estimate, update, theta, est_state,
+                                                                  opt_state)
         grads, hvps = grads + info.grad_calls, hvps + info.hvp_calls
-        bad = bad + (~info.finite).astype(COUNT)
+        bad = bad + refused.astype(COUNT)
         if track_meta:
-            loss, mg = meta_objective(problem, theta), _norm(meta_gradient(problem, theta))
+            loss, mg = meta_objective(problem, theta), norm(meta_gradient(problem, theta))
         else:
             loss, mg = problem.outer_loss(theta, inner_path(problem, theta, task), task), nan
-        rec = Record(active, grads, hvps, grads + hvps, info.exact, info.q, info.finite, bad, loss, mg, _norm(theta))
+        rec = Record(active, grads, hvps, grads + hvps, info.exact, info.q, info.finite, refused, bad, loss, mg,
+                     norm(theta))
         return (theta, est_state, opt_state, grads, hvps, bad, key), rec
 
     zero = jnp.zeros((), COUNT)

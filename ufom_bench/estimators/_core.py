@@ -4,6 +4,11 @@ Counting convention (DESIGN.md, the paper's "function calls"): one grad call is 
 or of the L_out gradient (both partials at once); one HVP is one reverse pass of dL_in/dphi giving both
 (d2 L_in / dtheta dphi)^T b2 and (d2 L_in / dphi2)^T b2. The counters are carried through the loops as
 integers, so they are right under jit and vmap (they count what the traced program computes).
+
+Divergence: the forward inner loop carries a `PathCheck` (the inner gradient norm at phi_0, the largest
+inner gradient norm along the path, and whether every inner loss, gradient and phi_r is finite), taken from
+the gradient evaluations it does anyway (no extra calls). An estimate is *diverged* when anything it
+computed is non-finite or the inner gradient norm grew by more than `DIVERGENCE_GROWTH` along the path.
 """
 
 from __future__ import annotations
@@ -20,13 +25,20 @@ PyTree = Any
 COUNT = jnp.int32
 tmap = jax.tree_util.tree_map
 
+# Inner GD with a stable step never increases a convex quadratic's gradient norm (|1 - alpha lambda| < 1
+# on every eigendirection); 1e3 leaves room for the transient growth of non-convex losses, while an
+# unstable loop (|1 - alpha lambda| > 1) grows geometrically and passes it within a few steps.
+DIVERGENCE_GROWTH = 1e3
+
 
 class Info(NamedTuple):
     """What an estimate cost and what it is.
 
     grad_calls, hvp_calls: counted calls (int32). exact: whether the exact branch ran (xi = 1 in Alg. 4).
-    finite: every entry of the estimate is finite (False flags a divergent inner loop). q: the probability
-    of the exact branch used for this estimate (1 for exact estimators, 0 for FOM).
+    finite: the whole computation was finite: every inner loss and gradient along the path, phi_r, L_out
+    and the estimate. q: the probability of the exact branch used for this estimate (1 for exact
+    estimators, 0 for FOM). diverged: not finite, or the inner gradient norm grew by more than
+    `DIVERGENCE_GROWTH` along the path; a diverged estimate must not be applied or averaged.
     """
 
     grad_calls: jax.Array
@@ -34,6 +46,19 @@ class Info(NamedTuple):
     exact: jax.Array
     finite: jax.Array
     q: jax.Array
+    diverged: jax.Array
+
+
+class PathCheck(NamedTuple):
+    """What the forward inner loop saw: ||dL_in/dphi|| at phi_0 (g0), the largest such norm along the path
+    (peak), and whether every inner loss, inner gradient, phi_r (and L_out, once added) was finite."""
+
+    g0: jax.Array
+    peak: jax.Array
+    finite: jax.Array
+
+    def diverged(self) -> jax.Array:
+        return ~self.finite | (self.peak > DIVERGENCE_GROWTH * self.g0)
 
 
 class Estimator(NamedTuple):
@@ -54,7 +79,7 @@ def no_state(theta) -> tuple:
 
 
 def check_theta(problem: Problem, theta: PyTree) -> None:
-    """Raise ValueError when theta's pytree structure or leaf shapes differ from problem.theta0 (static)."""
+    """Raise UserError when theta's pytree structure, leaf shapes or floating dtype differ from problem.theta0 (static)."""
     want, got = jax.tree_util.tree_structure(problem.theta0), jax.tree_util.tree_structure(theta)
     if want != got:
         raise UserError(f"theta has pytree structure {got}, but problem {problem.name!r} expects {want}")
@@ -62,6 +87,9 @@ def check_theta(problem: Problem, theta: PyTree) -> None:
         if jnp.shape(a) != jnp.shape(b):
             where = "theta" + jax.tree_util.keystr(keypath)
             raise UserError(f"{where} has shape {jnp.shape(b)}, but problem {problem.name!r} expects {jnp.shape(a)}")
+        if not jnp.issubdtype(jnp.result_type(b), jnp.floating):
+            where = "theta" + jax.tree_util.keystr(keypath)
+            raise UserError(f"{where} must be a floating array, got dtype {jnp.result_type(b)}")
 
 
 def all_finite(tree: PyTree) -> jax.Array:
@@ -80,32 +108,53 @@ def inner_step(problem: Problem, theta, phi, task, alpha, calls):
     return tmap(lambda p, d: p - alpha * d, phi, g), calls + 1
 
 
-def inner_loop(problem: Problem, theta, task, calls):
-    """phi_r from phi_0 = V(theta, T) by r counted steps (the forward loop of Algorithms 3-4)."""
+def norm(tree) -> jax.Array:
+    """||tree||_2 over all leaves, scaled by the largest entry so that it overflows only if the norm does."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    big = jnp.max(jnp.stack([jnp.max(jnp.abs(x), initial=0.0) for x in leaves]))
+    scale = jnp.where((big > 0) & jnp.isfinite(big), big, 1.0)
+    return scale * jnp.sqrt(sum(jnp.sum(jnp.square(x / scale)) for x in leaves))
+
+
+def _checked_loop(problem: Problem, theta, task, calls, step_sizes, store: bool):
+    """Inner GD from V(theta, T) over ``step_sizes`` with a `PathCheck`; the stacked states when ``store``."""
+    phi0 = problem.init_inner(theta, task)
+    dtype = jnp.result_type(*jax.tree_util.tree_leaves(phi0))
+    # g0 = -1 marks "no gradient seen yet" (a norm is >= 0), so no array of length r is built.
+    check0 = PathCheck(-jnp.ones((), dtype), jnp.zeros((), dtype), jnp.ones((), bool))
 
     def body(carry, alpha):
-        phi, n = carry
-        return inner_step(problem, theta, phi, task, alpha, n), None
+        phi, n, check = carry
+        loss, g = jax.value_and_grad(problem.inner_loss, argnums=1)(theta, phi, task)
+        size = norm(g)
+        check = PathCheck(jnp.where(check.g0 < 0, size, check.g0), jnp.maximum(check.peak, size),
+                          check.finite & jnp.isfinite(loss) & jnp.isfinite(size))
+        new = tmap(lambda p, d: p - alpha * d, phi, g)
+        return (new, n + 1, check), (phi if store else None)
 
-    (phi, calls), _ = jax.lax.scan(body, (problem.init_inner(theta, task), calls), problem.step_sizes)
-    return phi, calls
+    (phi, calls, check), states = jax.lax.scan(body, (phi0, calls, check0), step_sizes)
+    return phi, states, calls, check._replace(finite=check.finite & all_finite(phi))
+
+
+def inner_loop(problem: Problem, theta, task, calls, step_sizes=None):
+    """phi_r from phi_0 = V(theta, T) by r counted steps (the forward loop of Algorithms 3-4).
+
+    Returns (phi_r, calls, `PathCheck`). ``step_sizes`` (default the problem's) may be a prefix of them.
+    """
+    alphas = problem.step_sizes if step_sizes is None else step_sizes
+    phi, _, calls, check = _checked_loop(problem, theta, task, calls, alphas, store=False)
+    return phi, calls, check
 
 
 def inner_loop_stored(problem: Problem, theta, task, calls):
-    """The forward loop of Algorithm 2: phi_r and Arr = (phi_0, ..., phi_{r-1}) stacked on axis 0."""
-
-    def body(carry, alpha):
-        phi, n = carry
-        return inner_step(problem, theta, phi, task, alpha, n), phi
-
-    (phi, calls), states = jax.lax.scan(body, (problem.init_inner(theta, task), calls), problem.step_sizes)
-    return phi, states, calls
+    """The forward loop of Algorithm 2: phi_r, Arr = (phi_0, ..., phi_{r-1}) stacked on axis 0, calls, check."""
+    return _checked_loop(problem, theta, task, calls, problem.step_sizes, store=True)
 
 
-def outer_grads(problem: Problem, theta, phi, task, calls):
-    """b1 = dL_out/dtheta, b2 = dL_out/dphi at (theta, phi_r): one grad call."""
-    b1, b2 = jax.grad(problem.outer_loss, argnums=(0, 1))(theta, phi, task)
-    return b1, b2, calls + 1
+def outer_grads(problem: Problem, theta, phi, task, calls, check: PathCheck):
+    """b1 = dL_out/dtheta, b2 = dL_out/dphi at (theta, phi_r): one grad call; ``check`` gains L_out's finiteness."""
+    loss, (b1, b2) = jax.value_and_grad(problem.outer_loss, argnums=(0, 1))(theta, phi, task)
+    return b1, b2, calls + 1, check._replace(finite=check.finite & jnp.isfinite(loss))
 
 
 def hvp(problem: Problem, theta, phi, task, b2):
@@ -167,18 +216,21 @@ def backward_recompute(problem: Problem, theta, task, b1, b2, grads, hvps):
 
 
 def first_order(problem: Problem, theta, task):
-    """Algorithm 3's computation, keeping what Algorithm 4 reuses: (b_FO, b1, b2, grad calls)."""
+    """Algorithm 3's computation, keeping what Algorithm 4 reuses: (b_FO, b1, b2, grad calls, `PathCheck`)."""
     check_theta(problem, theta)
-    phi, calls = inner_loop(problem, theta, task, jnp.zeros((), COUNT))
-    b1, b2, calls = outer_grads(problem, theta, phi, task, calls)
-    return add_v_jvp(problem, theta, task, b1, b2), b1, b2, calls
+    phi, calls, check = inner_loop(problem, theta, task, jnp.zeros((), COUNT))
+    b1, b2, calls, check = outer_grads(problem, theta, phi, task, calls, check)
+    return add_v_jvp(problem, theta, task, b1, b2), b1, b2, calls, check
 
 
-def info(grad, grad_calls, hvp_calls, exact, q) -> Info:
+def info(grad, grad_calls, hvp_calls, exact, q, check: PathCheck) -> Info:
+    """The `Info` of an estimate ``grad`` whose forward inner loop reported ``check``."""
+    check = check._replace(finite=check.finite & all_finite(grad))
     return Info(
         grad_calls=jnp.asarray(grad_calls, COUNT),
         hvp_calls=jnp.asarray(hvp_calls, COUNT),
         exact=jnp.asarray(exact, bool),
-        finite=all_finite(grad),
+        finite=check.finite,
         q=jnp.asarray(q, jnp.result_type(float)),
+        diverged=check.diverged(),
     )

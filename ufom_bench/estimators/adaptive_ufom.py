@@ -79,13 +79,13 @@ def adaptive_ufom(
 
     def estimate(problem, theta, task, key, state):
         q = adaptive_q(state, problem.r, **params)
-        g, b_fo, b_ex, xi, grads, hvps = ufom_step(problem, theta, task, key, q.astype(state.d2_sm.dtype))
+        g, b_fo, b_ex, xi, grads, hvps, check = ufom_step(problem, theta, task, key, q.astype(state.d2_sm.dtype))
         d2 = _sq_norm(jax.tree_util.tree_map(jnp.subtract, b_fo, b_ex))
         v2 = _sq_norm(b_ex)
         updated = AdaptiveState(
             beta * state.d2_sm + (1 - beta) * d2, beta * state.v2_sm + (1 - beta) * v2, state.k_upd + 1
         )
         new_state = jax.tree_util.tree_map(lambda u, s: jnp.where(xi, u, s), updated, state)
-        return g, _core.info(g, grads, hvps, xi, q), new_state
+        return g, _core.info(g, grads, hvps, xi, q, check), new_state
 
     return Estimator(init, estimate, "adaptive_ufom")

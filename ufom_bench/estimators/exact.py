@@ -19,10 +19,10 @@ def exact() -> Estimator:
         del key
         _core.check_theta(problem, theta)
         zero = jnp.zeros((), _core.COUNT)
-        phi, states, grads = _core.inner_loop_stored(problem, theta, task, zero)
-        b1, b2, grads = _core.outer_grads(problem, theta, phi, task, grads)
+        phi, states, grads, check = _core.inner_loop_stored(problem, theta, task, zero)
+        b1, b2, grads, check = _core.outer_grads(problem, theta, phi, task, grads, check)
         b1, b2, hvps = _core.backward_stored(problem, theta, task, states, b1, b2, zero)
         g = _core.add_v_jvp(problem, theta, task, b1, b2)
-        return g, _core.info(g, grads, hvps, True, 1.0), state
+        return g, _core.info(g, grads, hvps, True, 1.0, check), state
 
     return Estimator(_core.no_state, estimate, "exact")

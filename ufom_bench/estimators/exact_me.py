@@ -28,8 +28,8 @@ def exact_me() -> Estimator:
 
     def estimate(problem, theta, task, key, state):
         del key
-        _, b1, b2, grads = _core.first_order(problem, theta, task)
+        _, b1, b2, grads, check = _core.first_order(problem, theta, task)
         g, grads, hvps = exact_branch(problem, theta, task, b1, b2, grads)
-        return g, _core.info(g, grads, hvps, True, 1.0), state
+        return g, _core.info(g, grads, hvps, True, 1.0, check), state
 
     return Estimator(_core.no_state, estimate, "exact_me")

@@ -14,7 +14,7 @@ def fom() -> Estimator:
 
     def estimate(problem, theta, task, key, state):
         del key
-        g, _, _, calls = _core.first_order(problem, theta, task)
-        return g, _core.info(g, calls, 0, False, 0.0), state
+        g, _, _, calls, check = _core.first_order(problem, theta, task)
+        return g, _core.info(g, calls, 0, False, 0.0, check), state
 
     return Estimator(_core.no_state, estimate, "fom")

@@ -15,9 +15,9 @@ def pair(problem, theta, task):
     """
     _core.check_theta(problem, theta)
     zero = jnp.zeros((), _core.COUNT)
-    phi, states, grads = _core.inner_loop_stored(problem, theta, task, zero)
-    b1, b2, grads = _core.outer_grads(problem, theta, phi, task, grads)
+    phi, states, grads, check = _core.inner_loop_stored(problem, theta, task, zero)
+    b1, b2, grads, check = _core.outer_grads(problem, theta, phi, task, grads, check)
     g_fo = _core.add_v_jvp(problem, theta, task, b1, b2)
     b1, b2, hvps = _core.backward_stored(problem, theta, task, states, b1, b2, zero)
     g = _core.add_v_jvp(problem, theta, task, b1, b2)
-    return g_fo, g, _core.info(g, grads, hvps, True, 1.0)
+    return g_fo, g, _core.info(g, grads, hvps, True, 1.0, check._replace(finite=check.finite & _core.all_finite(g_fo)))

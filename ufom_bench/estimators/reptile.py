@@ -58,11 +58,11 @@ def reptile(scale: str = "none") -> Estimator:
     def estimate(problem, theta, task, key, state):
         del key
         check_structure(problem, theta, task)
-        phi, calls = _core.inner_loop(problem, theta, task, jnp.zeros((), _core.COUNT))
+        phi, calls, check = _core.inner_loop(problem, theta, task, jnp.zeros((), _core.COUNT))
         g = jax.tree_util.tree_map(jnp.subtract, theta, phi)
         if scale == "sum_alpha":
             total = jnp.sum(problem.step_sizes)
             g = jax.tree_util.tree_map(lambda x: x / total.astype(x.dtype), g)
-        return g, _core.info(g, calls, 0, False, 0.0), state
+        return g, _core.info(g, calls, 0, False, 0.0, check), state
 
     return Estimator(_core.no_state, estimate, "reptile" if scale == "none" else f"reptile(scale={scale})")

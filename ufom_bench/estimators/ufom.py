@@ -14,11 +14,13 @@ from ufom_bench.errors import UserError
 
 
 def check_q(q) -> float:
-    """q must be a number in (0, 1] (Algorithm 4's input)."""
+    """q must be a real number in (0, 1] (Algorithm 4's input); strings and booleans are refused."""
     try:
+        if isinstance(q, (bool, str, bytes)):  # float() would take True and "0.5"
+            raise TypeError
         value = float(q)
     except (TypeError, ValueError):
-        raise UserError(f"q must be a number in (0, 1], got {q!r}") from None
+        raise UserError(f"q must be a number in (0, 1], got q = {q!r}") from None
     if not (math.isfinite(value) and 0.0 < value <= 1.0):
         raise UserError(f"q must be in (0, 1], got q = {q!r}")
     return value
@@ -29,9 +31,9 @@ def ufom_step(problem, theta, task, key, q):
 
     ``lax.cond`` runs the O(r^2) exact branch only when xi = 1 (under ``vmap`` both branches run and
     are selected: Monte Carlo code should use `pair` instead). ``q`` may be traced (Adaptive UFOM).
-    Returns (G_UFO, b_FO, b_Exact or b_FO when xi = 0, xi, grad calls, HVP calls).
+    Returns (G_UFO, b_FO, b_Exact or b_FO when xi = 0, xi, grad calls, HVP calls, `PathCheck`).
     """
-    b_fo, b1, b2, grads = _core.first_order(problem, theta, task)
+    b_fo, b1, b2, grads, check = _core.first_order(problem, theta, task)
     xi = jax.random.bernoulli(key, q)
 
     def corrected(_):
@@ -43,7 +45,7 @@ def ufom_step(problem, theta, task, key, q):
         return b_fo, b_fo, grads, jnp.zeros((), _core.COUNT)
 
     est, b_ex, grads, hvps = jax.lax.cond(xi, corrected, first_order_only, None)
-    return est, b_fo, b_ex, xi, grads, hvps
+    return est, b_fo, b_ex, xi, grads, hvps, check
 
 
 def ufom(q: float = 0.1) -> Estimator:
@@ -54,7 +56,7 @@ def ufom(q: float = 0.1) -> Estimator:
     q = check_q(q)
 
     def estimate(problem, theta, task, key, state):
-        g, _, _, xi, grads, hvps = ufom_step(problem, theta, task, key, q)
-        return g, _core.info(g, grads, hvps, xi, q), state
+        g, _, _, xi, grads, hvps, check = ufom_step(problem, theta, task, key, q)
+        return g, _core.info(g, grads, hvps, xi, q, check), state
 
     return Estimator(_core.no_state, estimate, f"ufom(q={q:g})")

@@ -297,7 +297,8 @@ def meta_batch_estimate(estimator: Estimator, problem: Problem, theta: PyTree, k
       for timing; Monte Carlo code wanting FOM and exact per task should use the ``pair`` estimator.
 
     Info: grad and HVP calls summed over the meta-batch; ``exact`` true if any task took the exact branch;
-    ``finite`` true if every task's estimate is finite; ``q`` the mean q. State: the estimator's state is
+    ``finite`` true if every task's estimate is finite; ``q`` the mean q; ``diverged`` true if any task's
+    inner loop diverged (the meta-step is then refused as a whole). State: the estimator's state is
     given to every task (unbatched) and the B updated states are reduced to one by the mean (floating
     leaves) or the maximum (integer leaves). For Adaptive UFOM with a shared key the B updates share xi and
     k_upd, and the mean state is the moving average of the per-task ||b_FO - b_Exact||^2 and ||b_Exact||^2.
@@ -324,6 +325,7 @@ def meta_batch_estimate(estimator: Estimator, problem: Problem, theta: PyTree, k
         exact=jnp.any(infos.exact),
         finite=jnp.all(infos.finite),
         q=jnp.mean(infos.q),
+        diverged=jnp.any(infos.diverged),
     )
 
     def reduce(s):

@@ -98,6 +98,8 @@ def check_int(name: str, value, minimum: int) -> int:
 
 def check_positive(name: str, value) -> float:
     try:
+        if isinstance(value, (bool, str, bytes)):  # float() would take True and "0.5"
+            raise TypeError
         x = float(value)
     except (TypeError, ValueError):
         raise UserError(f"{name} must be a finite number > 0, got {name} = {value!r}") from None
