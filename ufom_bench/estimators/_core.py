@@ -6,9 +6,10 @@ or of the L_out gradient (both partials at once); one HVP is one reverse pass of
 integers, so they are right under jit and vmap (they count what the traced program computes).
 
 Divergence: the forward inner loop carries a `PathCheck` (the inner gradient norm at phi_0, the largest
-inner gradient norm along the path, and whether every inner loss, gradient and phi_r is finite), taken from
-the gradient evaluations it does anyway (no extra calls). An estimate is *diverged* when anything it
-computed is non-finite or the inner gradient norm grew by more than `DIVERGENCE_GROWTH` along the path.
+inner gradient norm along the path, and whether every inner gradient and phi_r is finite), taken from the
+gradient evaluations it does anyway (no extra calls; L_in itself is never evaluated, only its gradient).
+An estimate is *diverged* when anything it computed (inner gradients, phi_r, L_out, the estimate) is
+non-finite or the inner gradient norm grew by more than `DIVERGENCE_GROWTH` along the path.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ class Info(NamedTuple):
     """What an estimate cost and what it is.
 
     grad_calls, hvp_calls: counted calls (int32). exact: whether the exact branch ran (xi = 1 in Alg. 4).
-    finite: the whole computation was finite: every inner loss and gradient along the path, phi_r, L_out
-    and the estimate. q: the probability of the exact branch used for this estimate (1 for exact
+    finite: the whole computation was finite: every inner gradient along the path, phi_r, L_out and the
+    estimate. q: the probability of the exact branch used for this estimate (1 for exact
     estimators, 0 for FOM). diverged: not finite, or the inner gradient norm grew by more than
     `DIVERGENCE_GROWTH` along the path; a diverged estimate must not be applied or averaged.
     """
@@ -50,15 +51,15 @@ class Info(NamedTuple):
 
 
 class PathCheck(NamedTuple):
-    """What the forward inner loop saw: ||dL_in/dphi|| at phi_0 (g0), the largest such norm along the path
-    (peak), and whether every inner loss, inner gradient, phi_r (and L_out, once added) was finite."""
+    """What the forward inner loop saw: ||dL_in/dphi||^2 at phi_0 (g0), the largest such squared norm along
+    the path (peak), and whether every inner gradient, phi_r (and L_out, once added) was finite."""
 
     g0: jax.Array
     peak: jax.Array
     finite: jax.Array
 
     def diverged(self) -> jax.Array:
-        return ~self.finite | (self.peak > DIVERGENCE_GROWTH * self.g0)
+        return ~self.finite | (self.peak > DIVERGENCE_GROWTH**2 * self.g0)
 
 
 class Estimator(NamedTuple):
@@ -108,6 +109,10 @@ def inner_step(problem: Problem, theta, phi, task, alpha, calls):
     return tmap(lambda p, d: p - alpha * d, phi, g), calls + 1
 
 
+def _sq_norm(tree) -> jax.Array:
+    return sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(tree))
+
+
 def norm(tree) -> jax.Array:
     """||tree||_2 over all leaves, scaled by the largest entry so that it overflows only if the norm does."""
     leaves = jax.tree_util.tree_leaves(tree)
@@ -125,10 +130,10 @@ def _checked_loop(problem: Problem, theta, task, calls, step_sizes, store: bool)
 
     def body(carry, alpha):
         phi, n, check = carry
-        loss, g = jax.value_and_grad(problem.inner_loss, argnums=1)(theta, phi, task)
-        size = norm(g)
+        g = inner_grad(problem, theta, phi, task)
+        size = _sq_norm(g)  # squared: an overflow reads as inf, i.e. diverged
         check = PathCheck(jnp.where(check.g0 < 0, size, check.g0), jnp.maximum(check.peak, size),
-                          check.finite & jnp.isfinite(loss) & jnp.isfinite(size))
+                          check.finite & jnp.isfinite(size))
         new = tmap(lambda p, d: p - alpha * d, phi, g)
         return (new, n + 1, check), (phi if store else None)
 
