@@ -23,6 +23,8 @@ All times are minima over interleaved repetitions in one process (benchmarks._co
 
 from __future__ import annotations
 
+import sys
+
 from . import _common as C
 
 TARGETS = ("exact_me", "ufom[xi=1]")
@@ -83,49 +85,67 @@ def _estimate_chain(fn, n: int):
     return jax.jit(chain)
 
 
+def workloads(problem: str) -> tuple[dict, dict]:
+    """(calls, counts) of one problem, for every r in R_COST_MODEL and every estimate in ("fom",) + TARGETS.
+
+    ``calls``, for `C.interleaved_min`: ("single", what, r) one dispatched estimate; ("chain", what, r, m)
+    a chain of m estimates, for m = n and 2 n; ("grads", m) and ("hvps", m) chains of m calls, for m = CHAIN
+    and 2 CHAIN. ``counts[what, r]``: the (grad, HVP) calls counted in one estimate, checked against
+    Proposition 1. Building them compiles and runs every program once.
+    """
+    import jax
+
+    import theory
+
+    calls, counts, built_at = {}, {}, {}
+    for r in C.R_COST_MODEL:
+        built = built_at[r] = C.build_problem(problem, r)
+        for what in ("fom",) + TARGETS:
+            name, xi = C.parse(what)
+            work = C.Workload(name, r, problem, built)
+            key = jax.random.PRNGKey(0) if xi is None else work.keys_with_xi([xi])[0]
+            _, info = work.call(key)
+            got = (int(info.grad_calls), int(info.hvp_calls))
+            want = tuple(int(x) for x in theory.branch_calls(r, 0 if what == "fom" else 1))
+            if got != want:
+                raise RuntimeError(f"{what} at r = {r}: counted {got}, Proposition 1 says {want}")
+            counts[what, r] = got
+            args = work.args(key)
+            single = min(C.seconds(work.jitted, *args) for _ in range(3))
+            n = max(1, min(1000, round(CHAIN_SECONDS / single))) if single > 0 else 1000
+            calls["single", what, r] = (work.jitted, args)
+            calls["chain", what, r, n] = (_estimate_chain(work.fn, n), args)
+            calls["chain", what, r, 2 * n] = (_estimate_chain(work.fn, 2 * n), args)
+    prob, theta, task = built_at[C.R_COST_MODEL[0]]
+    for n in (C.CHAIN, 2 * C.CHAIN):
+        grads, hvps = _call_chains(prob, theta, task, n)
+        calls["grads", n] = (grads, (theta,))
+        calls["hvps", n] = (hvps, (theta,))
+    return calls, counts
+
+
+def marginals(t: dict) -> dict:
+    """{"C1", "C2": seconds, "marginal", "single": {(what, r): seconds}} from the times ``t`` of `workloads`'
+    calls: a chain's marginal cost per element is (t(2m) - t(m)) / m."""
+    out = {"C1": (t["grads", 2 * C.CHAIN] - t["grads", C.CHAIN]) / C.CHAIN,
+           "C2": (t["hvps", 2 * C.CHAIN] - t["hvps", C.CHAIN]) / C.CHAIN, "marginal": {}, "single": {}}
+    for k, seconds in t.items():
+        if k[0] == "single":
+            out["single"][k[1:]] = seconds
+        elif k[0] == "chain" and ("chain", k[1], k[2], 2 * k[3]) in t:
+            out["marginal"][k[1:3]] = (t["chain", k[1], k[2], 2 * k[3]] - seconds) / k[3]
+    return out
+
+
 class _CostCache:
     def setup_cache(self):
-        """Per problem: C1, C2; per (estimator, r, problem): marginal and single-call seconds, and counts."""
-        import jax
-
-        import theory
-
+        """{problem: {"C1", "C2", "marginal", "single", "counts"}} (`marginals` and `workloads`' counts), all
+        calls of a problem timed interleaved in this process."""
         C.warm_up_compiler()
-        out = {"C1": {}, "C2": {}, "marginal": {}, "single": {}, "counts": {}}
+        out = {}
         for problem in PROBLEMS:
-            calls, built_at = {}, {}
-            for r in C.R_COST_MODEL:
-                built = built_at[r] = C.build_problem(problem, r)
-                for what in ("fom",) + TARGETS:
-                    name, xi = C.parse(what)
-                    work = C.Workload(name, r, problem, built)
-                    key = jax.random.PRNGKey(0) if xi is None else work.keys_with_xi([xi])[0]
-                    _, info = work.call(key)
-                    got = (int(info.grad_calls), int(info.hvp_calls))
-                    want = tuple(int(x) for x in theory.branch_calls(r, 0 if what == "fom" else 1))
-                    if got != want:
-                        raise RuntimeError(f"{what} at r = {r}: counted {got}, Proposition 1 says {want}")
-                    out["counts"][what, r, problem] = got
-                    args = work.args(key)
-                    single = min(C.seconds(work.jitted, *args) for _ in range(3))
-                    n = max(1, min(1000, round(CHAIN_SECONDS / single)))
-                    calls["single", what, r] = (work.jitted, args)
-                    calls["chain", what, r, n] = (_estimate_chain(work.fn, n), args)
-                    calls["chain", what, r, 2 * n] = (_estimate_chain(work.fn, 2 * n), args)
-            prob, theta, task = built_at[C.R_COST_MODEL[0]]
-            for n in (C.CHAIN, 2 * C.CHAIN):
-                grads, hvps = _call_chains(prob, theta, task, n)
-                calls["grads", n] = (grads, (theta,))
-                calls["hvps", n] = (hvps, (theta,))
-            t = C.interleaved_min(calls)
-            out["C1"][problem] = (t["grads", 2 * C.CHAIN] - t["grads", C.CHAIN]) / C.CHAIN
-            out["C2"][problem] = (t["hvps", 2 * C.CHAIN] - t["hvps", C.CHAIN]) / C.CHAIN
-            for k, seconds in t.items():
-                if k[0] == "single":
-                    out["single"][k[1], k[2], problem] = seconds
-                elif k[0] == "chain" and (k[0], k[1], k[2], 2 * k[3]) in t:
-                    n = k[3]
-                    out["marginal"][k[1], k[2], problem] = (t[k[0], k[1], k[2], 2 * n] - seconds) / n
+            calls, counts = workloads(problem)
+            out[problem] = {**marginals(C.interleaved_min(calls)), "counts": counts}
         return out
 
     setup_cache.timeout = 1800
@@ -135,19 +155,26 @@ def ratios(cache: dict, target: str, r: int, problem: str) -> dict:
     """Measured and predicted time ratios over FOM, from the setup_cache result, for one combination.
 
     Returns measured / predicted ("ratio"), its factors, and the same with single dispatched estimates
-    ("ratio_dispatched").
+    ("ratio_dispatched"). A marginal time that is not positive is no measurement of a cost (the chains'
+    times differ by less than the machine's noise): the ratios that need it are NaN, which asv records as it
+    records a skipped combination (n/a), and the reason goes to stderr. A number would pass noise off as a
+    result; an exception would report a broken benchmark (and end ``python -m benchmarks.cost_model``) where
+    only the measurement failed.
     """
-    c1, c2 = cache["C1"][problem], cache["C2"][problem]
-    marginals = {"C1": c1, "C2": c2, **{f"t({e})": cache["marginal"][e, r, problem] for e in ("fom", target)}}
-    for what, seconds in marginals.items():
-        if not seconds > 0:
-            raise RuntimeError(f"marginal time {what} = {seconds:.3g} s on {problem} at r = {r}: the chains are "
-                               "too short for their time difference to rise above timer noise")
-    g, h = cache["counts"][target, r, problem]
-    g_fom, h_fom = cache["counts"]["fom", r, problem]
-    predicted = (c1 * g + c2 * h) / (c1 * g_fom + c2 * h_fom)
-    measured = cache["marginal"][target, r, problem] / cache["marginal"]["fom", r, problem]
-    dispatched = cache["single"][target, r, problem] / cache["single"]["fom", r, problem]
+    m = cache[problem]
+    c1, c2 = m["C1"], m["C2"]
+    t, t_fom = m["marginal"][target, r], m["marginal"]["fom", r]
+    bad = [f"{what} = {s:.3g} s" for what, s in (("C1", c1), ("C2", c2), (f"t({target})", t), ("t(fom)", t_fom))
+           if not s > 0]
+    if bad:
+        print(f"cost_model: marginal time {', '.join(bad)} on {problem} at r = {r}: the chains are too short for "
+              "their time difference to rise above timer noise; ratios that need it are NaN", file=sys.stderr)
+    nan = float("nan")
+    g, h = m["counts"][target, r]
+    g_fom, h_fom = m["counts"]["fom", r]
+    predicted = (c1 * g + c2 * h) / (c1 * g_fom + c2 * h_fom) if c1 > 0 and c2 > 0 else nan
+    measured = t / t_fom if t > 0 and t_fom > 0 else nan
+    dispatched = m["single"][target, r] / m["single"]["fom", r]
     return {"measured": measured, "predicted": predicted, "ratio": measured / predicted,
             "measured_dispatched": dispatched, "ratio_dispatched": dispatched / predicted, "C1": c1, "C2": c2}
 
@@ -193,4 +220,4 @@ if __name__ == "__main__":  # python -m benchmarks.cost_model: the table of rati
                 print(f"{problem:<10} {r:>4} {target:<11} {v['measured']:9.3f} {v['predicted']:9.3f} "
                       f"{v['ratio']:6.3f} {v['ratio_dispatched']:10.3f}")
     for problem in PROBLEMS:
-        print(f"{problem}: C1 = {1e6 * cache['C1'][problem]:.0f} us, C2 = {1e6 * cache['C2'][problem]:.0f} us")
+        print(f"{problem}: C1 = {1e6 * cache[problem]['C1']:.0f} us, C2 = {1e6 * cache[problem]['C2']:.0f} us")
