@@ -240,7 +240,7 @@ def test_progress_lines_when_stdout_is_not_a_terminal(tmp_path, capsys):
 
 SLOW_MODULE = textwrap.dedent(
     """
-    import os, sys, time
+    import os, sys, threading
     import numpy as np, pandas as pd
     from ufom_bench.sweep import grid, run_sweep
 
@@ -249,7 +249,10 @@ SLOW_MODULE = textwrap.dedent(
     def slow_cell(cfg):
         with open(os.environ["CALLS"], "a") as f:
             f.write(f"{cfg['a']},{cfg['b']}\\n")
-        time.sleep(float(os.environ.get("DELAY", "0")))
+        with open(os.environ["CALLS"]) as f:
+            started = f.read().count("\\n")
+        if "HANG_AFTER" in os.environ and started > int(os.environ["HANG_AFTER"]):
+            threading.Event().wait()  # this cell never ends: the sweep waits here to be killed
         rng = np.random.default_rng([cfg["a"], cfg["b"]])
         return pd.DataFrame({"step": np.arange(3), "loss": rng.normal(size=3)})
 
@@ -259,8 +262,11 @@ SLOW_MODULE = textwrap.dedent(
 )
 
 
-def _slow_sweep(tmp_path, out, calls, delay):
-    env = {**os.environ, "CALLS": str(calls), "DELAY": str(delay), "PYTHONPATH": str(tmp_path)}
+def _slow_sweep(tmp_path, out, calls, hang_after=None):
+    """The sweep of SLOW_MODULE in a subprocess; with ``hang_after``, the cell after that many hangs."""
+    env = {**os.environ, "CALLS": str(calls), "PYTHONPATH": str(tmp_path)}
+    if hang_after is not None:
+        env["HANG_AFTER"] = str(hang_after)
     return subprocess.Popen([sys.executable, str(tmp_path / "slowcells.py"), str(out)], env=env)
 
 
@@ -275,28 +281,36 @@ def test_sigkilled_sweep_resumes_to_the_uninterrupted_result(tmp_path):
     out = tmp_path / "killed"
     cells = out / "slow" / "cells"
 
-    proc = _slow_sweep(tmp_path, out, tmp_path / "calls1", delay=0.3)
-    deadline = time.monotonic() + 60
-    while len(list(cells.glob("*.parquet"))) < 3:
-        assert proc.poll() is None and time.monotonic() < deadline, "the sweep ended before being killed"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    # Killed inside its 4th cell, which hangs: the sweep is serial (each cell stored before the next starts),
+    # so exactly 3 cells are stored, whatever the machine's load. The deadline only stops a sweep that never
+    # gets there; it starts in seconds (imports), and 120 s is far more than that.
+    calls1 = tmp_path / "calls1"
+    proc = _slow_sweep(tmp_path, out, calls1, hang_after=3)
+    try:
+        deadline = time.monotonic() + 120
+        while not (calls1.exists() and calls1.read_text().count("\n") >= 4):
+            assert proc.poll() is None and time.monotonic() < deadline, "the sweep ended before being killed"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
 
     finished = set(cell_files(out, "slow"))
-    assert 3 <= len(finished) < len(configs)
+    assert len(finished) == 3 and len(list(cells.glob("*.parquet"))) == 3
     assert not (out / "slow.parquet").exists()
     for path in cell_files(out, "slow").values():  # whatever is visible is a complete cell
         assert pq.read_table(path).num_rows == 3
 
-    assert _slow_sweep(tmp_path, out, tmp_path / "calls2", delay=0).wait(timeout=120) == 0
+    # The timeouts only stop a hung sweep: one takes seconds (mostly imports).
+    assert _slow_sweep(tmp_path, out, tmp_path / "calls2").wait(timeout=120) == 0
     recomputed = _called(tmp_path / "calls2")
     assert sorted(cell_id("slow", c) for c in recomputed) == sorted(
         cell_id("slow", c) for c in configs if cell_id("slow", c) not in finished
     )
 
     ref = tmp_path / "uninterrupted"
-    assert _slow_sweep(tmp_path, ref, tmp_path / "calls3", delay=0).wait(timeout=120) == 0
+    assert _slow_sweep(tmp_path, ref, tmp_path / "calls3").wait(timeout=120) == 0
     assert len(_called(tmp_path / "calls3")) == len(configs)
     resumed = load("slow", out)
     assert len(resumed) == 3 * len(configs)
