@@ -6,7 +6,6 @@ from __future__ import annotations
 import glob
 import os
 import re
-import resource
 import signal
 import socket
 import subprocess
@@ -113,14 +112,20 @@ def test_out_on_a_read_only_folder_is_one_line(tmp_path):
     assert not (folder / "smoke").exists()
 
 
-def _limit_file_size():
-    # a file-size limit fails write() past it as a full disk does, with an errno and no file named
-    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of being killed
+# A file-size limit fails write() past it as a full disk does, with an errno and no file named. Set in the
+# child itself: a preexec_fn would fork this multithreaded (JAX) process, which can deadlock.
+LIMITED = """
+import resource, signal, sys
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of being killed
+from ufom_bench import cli
+sys.exit(cli.main(sys.argv[1:]))
+"""
 
 
 def test_a_failed_write_names_the_file(tmp_path):
-    proc = cli("run", "fig1a", "--scale", "smoke", "--out", str(tmp_path), preexec_fn=_limit_file_size)
+    proc = subprocess.run([sys.executable, "-c", LIMITED, "run", "fig1a", "--scale", "smoke", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=FAST)
     cells = tmp_path / "smoke" / "fig1a" / "cells"
     assert proc.returncode == 2, proc.stderr
     assert re.fullmatch(rf"ufom-bench: error: cannot write {re.escape(str(cells))}/[0-9a-f]{{20}}\.parquet: "
