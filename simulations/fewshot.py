@@ -107,10 +107,11 @@ import numpy as np
 import optax
 import pandas as pd
 
+import theory
 from ufom_bench import estimators, montecarlo
 from ufom_bench.data import fewshot as fewshot_data
 from ufom_bench.data.glyphs import glyphs
-from ufom_bench.estimators._core import COUNT, Estimator
+from ufom_bench.estimators import COUNT, Estimator
 from ufom_bench.problem import Problem, inner_path
 from ufom_bench.problems.fewshot import (
     accuracy,
@@ -201,9 +202,9 @@ def make_estimator(name: str) -> Estimator:
 
 def calls_per_step(name: str, r: int, meta_batch: int, exact: bool = False) -> int:
     """Counted calls of one meta-step (grads + HVPs); for adaptive_ufom the FOM branch unless ``exact``."""
-    exact_cost = r + 1 + r * (r - 1) // 2 + r
-    per_task = {"exact_me": exact_cost, "fom": r + 1, "reptile": r,
-                "adaptive_ufom": exact_cost if exact else r + 1}[check_estimator(name)]
+    exact_cost, fom_cost = theory.branch_total(r, 1), theory.branch_total(r, 0)
+    per_task = {"exact_me": exact_cost, "fom": fom_cost, "reptile": r,  # Reptile: r grads, no outer gradient
+                "adaptive_ufom": exact_cost if exact else fom_cost}[check_estimator(name)]
     return meta_batch * per_task
 
 

@@ -82,8 +82,7 @@ import pandas as pd
 import theory
 from ufom_bench import estimators, problems
 from ufom_bench.data import mnist
-from ufom_bench.estimators import _core
-from ufom_bench.estimators._core import COUNT, Estimator
+from ufom_bench.estimators import COUNT, Estimator, core
 from ufom_bench.problem import inner_path, task_at
 from ufom_bench.problems.hypercleaning import hypercleaning_metrics
 from ufom_bench.train import Record, guarded_step, train
@@ -134,17 +133,17 @@ def truncated_k1() -> Estimator:
 
     def estimate(problem, theta, task, key, state):
         del key
-        _core.check_theta(problem, theta)
+        core.check_theta(problem, theta)
         alphas = problem.step_sizes
-        calls = jnp.zeros((), _core.COUNT)
-        phi_prev, calls, check = _core.inner_loop(problem, theta, task, calls, alphas[:-1])
-        phi_r, calls = _core.inner_step(problem, theta, phi_prev, task, alphas[-1], calls)
-        b1, b2, calls, check = _core.outer_grads(problem, theta, phi_r, task, calls, check)
-        h_theta, _ = _core.hvp(problem, theta, phi_prev, task, b2)
-        g = _core.tmap(lambda b, h: b - alphas[-1] * h, b1, h_theta)
-        return g, _core.info(g, calls, 1, False, 0.0, check._replace(finite=check.finite & _core.all_finite(phi_r))), state
+        calls = jnp.zeros((), core.COUNT)
+        phi_prev, calls, check = core.inner_loop(problem, theta, task, calls, alphas[:-1])
+        phi_r, calls = core.inner_step(problem, theta, phi_prev, task, alphas[-1], calls)
+        b1, b2, calls, check = core.outer_grads(problem, theta, phi_r, task, calls, check)
+        h_theta, _ = core.hvp(problem, theta, phi_prev, task, b2)
+        g = core.tmap(lambda b, h: b - alphas[-1] * h, b1, h_theta)
+        return g, core.info(g, calls, 1, False, 0.0, check._replace(finite=check.finite & core.all_finite(phi_r))), state
 
-    return Estimator(_core.no_state, estimate, "truncated_k1")
+    return Estimator(core.no_state, estimate, "truncated_k1")
 
 
 def make_estimator(name: str) -> Estimator:
@@ -159,8 +158,9 @@ def make_estimator(name: str) -> Estimator:
 
 def min_cost(name: str, r: int) -> int:
     """The fewest calls one estimate can cost (sets the scan length for a budget)."""
-    return {"exact_me": r + 1 + r * (r - 1) // 2 + r, "fom": r + 1, "adaptive_ufom": r + 1,
-            "truncated_k1": r + 2}[name]
+    fom_cost = theory.branch_total(r, 0)
+    return {"exact_me": theory.branch_total(r, 1), "fom": fom_cost, "adaptive_ufom": fom_cost,
+            "truncated_k1": fom_cost + 1}[name]  # truncated K = 1: FOM's calls and one HVP
 
 
 # ------------------------------------------------------------------------------------------ data, runs

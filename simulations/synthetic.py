@@ -24,11 +24,10 @@ import pandas as pd
 
 import theory
 from ufom_bench import estimators, montecarlo, problems
-from ufom_bench.estimators import _core
-from ufom_bench.estimators._core import Estimator
+from ufom_bench.estimators import Estimator, core
 from ufom_bench.estimators.ufom import ufom_step
 from ufom_bench.problem import meta_objective
-from ufom_bench.train import inverse, train, train_many
+from ufom_bench.train import default_max_steps, inverse, train, train_many
 from ufom_bench.errors import UserError
 
 jax.config.update("jax_enable_x64", True)  # theory checks in float64 (the problems are scalar: no cost)
@@ -92,15 +91,15 @@ def traced_q_ufom(q) -> Estimator:
         g = jnp.where(q > 0, g, b_fo)
         grads = jnp.where(q > 0, grads, problem.r + 1)
         hvps = jnp.where(q > 0, hvps, 0)
-        return g, _core.info(g, grads, hvps, xi, q, check), state
+        return g, core.info(g, grads, hvps, xi, q, check), state
 
-    return Estimator(_core.no_state, estimate, "ufom(q traced)")
+    return Estimator(core.no_state, estimate, "ufom(q traced)")
 
 
 def _runs(problem, est_or_q, starts, key, *, steps=None, budget=None):
     """Outer SGD runs (gamma_k = 10/(k+1)) from ``starts``; est_or_q: an Estimator or a traced-q grid."""
     keys = jax.random.split(key, starts.shape[0])
-    cost_max = problem.r + 1 + problem.r * (problem.r - 1) // 2 + problem.r
+    cost_max = theory.branch_total(problem.r, 1)
     budget = steps * cost_max if budget is None else budget
     kwargs = dict(budget=budget, max_steps=steps, schedule=inverse(10.0))
     if isinstance(est_or_q, Estimator):
@@ -193,7 +192,7 @@ def cell_fig1f(config: dict) -> pd.DataFrame:
     q = {"fom": 0.0, "q_star": q_star, "exact": 1.0}[config["q_label"]]
     key = jax.random.PRNGKey(config["seed"])
     starts = jax.random.uniform(jax.random.fold_in(key, 0), (s["runs_f"],), jnp.float64, -50.0, 50.0)
-    steps = s["budget_f"] // (problem.r + 1) + 1
+    steps = default_max_steps(problem, s["budget_f"])
     _, rec = _runs(problem, np.array([q]), starts, jax.random.fold_in(key, 1), steps=steps, budget=s["budget_f"])
     calls, g = np.asarray(rec.calls[0], float), np.asarray(rec.meta_grad_norm[0])
     grid = np.linspace(0, s["budget_f"], 201)[1:]

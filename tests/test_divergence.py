@@ -1,7 +1,7 @@
 """Divergent inner loops (issue 12, defect 2): flagged in Info, refused by the outer loop, excluded by Monte Carlo.
 
 A diverged estimate is one whose computation was not finite or whose inner gradient norm grew by more than
-DIVERGENCE_GROWTH along the path (`estimators._core`). These tests use the quadratic with a huge inner step
+DIVERGENCE_GROWTH along the path (`estimators.core`). These tests use the quadratic with a huge inner step
 (|1 - alpha lambda| up to 99), where FOM used to return a finite 1.4e19 "gradient" with finite = True.
 """
 
@@ -14,7 +14,7 @@ from helpers import flat
 from ufom_bench import Problem, problems
 from ufom_bench import estimators as E
 from ufom_bench import montecarlo as mc
-from ufom_bench.estimators._core import DIVERGENCE_GROWTH
+from ufom_bench.estimators import DIVERGENCE_GROWTH
 from ufom_bench.train import constant, train
 
 KEY = jax.random.PRNGKey(0)

@@ -6,11 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import theory
+
 from helpers import flat, pytree_problem
 from ufom_bench import estimators as E
 from ufom_bench import problems
 from ufom_bench.errors import UserError
-from ufom_bench.estimators import _core
+from ufom_bench.estimators import core
 from ufom_bench.memory import temp_bytes
 from ufom_bench.problem import Problem, inner_path, task_at
 
@@ -84,6 +86,8 @@ def test_counted_calls_equal_proposition_1_per_branch(r):
         assert (int(info.grad_calls), int(info.hvp_calls)) == want
         seen.add(bool(info.exact))
     assert seen == {True, False}
+    # theory.branch_total, which the outer loops' budgets use, is the same count
+    assert theory.branch_total(r, 0) == grads_fo and theory.branch_total(r, 1) == grads_ex + r
 
 
 def test_ufom_mean_cost_matches_proposition_1():

@@ -42,7 +42,7 @@ def test_smoke_has_the_report_columns(smoke):
     mc = df[df["record"] == "mc"]
     assert set(mc["axis"]) == {"alpha", "r", "q"}
     assert set(mc.loc[mc["axis"] == "r", "r"]) == set(s["mc"]["rs"]) | {s["r"]}
-    assert np.all(mc["d2"] >= 0) and np.all(mc["v2"] > 0)
+    assert np.all(mc["d2"] > 0) and np.all(mc["v2"] > 0)  # FOM is biased on MAML: G_FO != G
     t2 = fs.table2(df)
     assert set(t2["estimator"]) == set(fs.ESTIMATORS) and np.all(t2["ci95"] >= 0)
     assert len(fs.paired_differences(df)) == len(fs.ESTIMATORS) - 1

@@ -12,7 +12,7 @@ import theory
 from report import hypercleaning as rhc
 from simulations import hypercleaning as hc
 from ufom_bench import Problem, problems
-from ufom_bench.estimators._core import Estimator
+from ufom_bench.estimators import Estimator
 from ufom_bench.problem import inner_path, task_at
 from ufom_bench.train import train
 

@@ -20,7 +20,6 @@ EXPECTED_MISMATCH = {"iterations_to_delta"}
 @pytest.mark.parametrize("name", sorted(th.CHECKS))
 def test_derived_matches_printed(name):
     chk = th.CHECKS[name]
-    assert isinstance(chk.derived, str) and chk.derived and isinstance(chk.printed, str) and chk.printed
     assert chk.matches == (name not in EXPECTED_MISMATCH), (name, chk)
 
 

@@ -11,7 +11,7 @@ Lemma 1), choice_of_q (time model (19), condition (20), quadratic (21), q*, the 
 from theory._sym import Check
 from theory.bias import d_bound, d_bound_const
 from theory.checks import all_checks, latex, mismatches
-from theory.cost import branch_calls, costs, expected_calls
+from theory.cost import branch_calls, branch_total, costs, expected_calls
 from theory.moments import fom_bias, lemma1_bound, ufom_second_moment, ufom_xi_variance
 from theory.choice_of_q import (
     DEFAULT_MODEL,
@@ -33,6 +33,7 @@ __all__ = [
     "MODELS",
     "all_checks",
     "branch_calls",
+    "branch_total",
     "condition_eq20",
     "costs",
     "d_bound",

@@ -123,6 +123,13 @@ def branch_calls(r, xi):
     return n["branch_grads"](r, xi), n["branch_hvps"](r, xi)
 
 
+def branch_total(r: int, xi) -> int:
+    """Function calls (grads + HVPs) of one run of Algorithm 4 given xi, as an int (from `branch_calls`):
+    r + 1 for xi = 0 (FOM), r + 1 + r (r - 1) / 2 + r for xi = 1 (exact_me)."""
+    grads, hvps = branch_calls(int(r), int(bool(xi)))
+    return int(round(float(grads) + float(hvps)))
+
+
 def costs(r, C1=1.0, C2=1.0, recompute=True):
     """C_det and C_rnd of the time model (19): expected time of one estimate is C_det + q C_rnd.
 

@@ -7,6 +7,7 @@ import math
 import jax
 import numpy as np
 
+import theory
 from ufom_bench import estimators, problems
 from ufom_bench.train import inverse, train_many
 
@@ -22,7 +23,7 @@ def counterexample_runs(D=0.06, steps=10_000, runs=100, q=0.1, seed=0):
     keys = jax.random.split(key_run, runs)
     out = {}
     for est in (estimators.fom(), estimators.ufom(q)):
-        budget = steps * (problem.r + 1 + problem.r * (problem.r - 1) // 2 + problem.r)  # never binding
+        budget = steps * theory.branch_total(problem.r, 1)  # never binding
         _, rec = train_many(problem, est, starts, keys, budget=budget, max_steps=steps, schedule=inverse(10.0))
         out[est.name] = np.asarray(rec.meta_grad_norm[:, -1], np.float64) ** 2
     return problem, out

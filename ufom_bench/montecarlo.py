@@ -39,7 +39,7 @@ from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ufom_bench import estimators
-from ufom_bench.estimators._core import check_theta
+from ufom_bench.estimators.core import check_theta
 from ufom_bench.estimators.ufom import check_q
 from ufom_bench.problem import Problem, task_at
 from ufom_bench.errors import UserError

@@ -17,7 +17,7 @@ import numpy as np
 import optax
 
 from ufom_bench.estimators import Estimator
-from ufom_bench.estimators._core import COUNT, all_finite, norm
+from ufom_bench.estimators.core import COUNT, all_finite, norm
 from ufom_bench.problem import Problem, inner_path, meta_gradient, meta_objective
 from ufom_bench.errors import UserError
 
@@ -87,8 +87,10 @@ class Record(NamedTuple):
 
 
 def default_max_steps(problem: Problem, budget: int) -> int:
-    """The most steps a budget allows: every estimate costs at least r + 1 calls (FOM)."""
-    return int(budget) // (problem.r + 1) + 1
+    """The most steps a budget allows: every estimate costs at least FOM's r + 1 calls (Proposition 1)."""
+    import theory
+
+    return int(budget) // theory.branch_total(problem.r, 0) + 1
 
 
 def guarded_step(active, estimate: Callable, update: Callable, theta, est_state, opt_state):

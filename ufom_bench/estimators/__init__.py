@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ufom_bench.estimators._core import DIVERGENCE_GROWTH, Estimator, Info
+from ufom_bench.estimators import core
+from ufom_bench.estimators.core import COUNT, DIVERGENCE_GROWTH, Estimator, Info, PathCheck
 from ufom_bench.estimators.adaptive_ufom import AdaptiveState, adaptive_ufom
 from ufom_bench.estimators.exact import exact
 from ufom_bench.estimators.exact_me import exact_me
@@ -19,7 +20,7 @@ from ufom_bench.estimators.reptile import reptile
 from ufom_bench.estimators.ufom import ufom
 from ufom_bench.errors import UserError
 
-__all__ = ["DIVERGENCE_GROWTH", "AdaptiveState", "Estimator", "Info", "adaptive_ufom", "exact", "exact_me", "fom", "ufom", "pair", "reptile", "get", "names", "register"]
+__all__ = ["COUNT", "DIVERGENCE_GROWTH", "PathCheck", "core", "AdaptiveState", "Estimator", "Info", "adaptive_ufom", "exact", "exact_me", "fom", "ufom", "pair", "reptile", "get", "names", "register"]
 
 _REGISTRY: dict[str, Callable[..., Estimator]] = {}
 

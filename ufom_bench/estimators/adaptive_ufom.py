@@ -7,8 +7,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ufom_bench.estimators import _core
-from ufom_bench.estimators._core import Estimator
+from ufom_bench.estimators import core
+from ufom_bench.estimators.core import Estimator
 from ufom_bench.estimators.ufom import check_q, ufom_step
 from ufom_bench.errors import UserError
 
@@ -75,7 +75,7 @@ def adaptive_ufom(
 
     def init(theta) -> AdaptiveState:
         dtype = jnp.result_type(*jax.tree_util.tree_leaves(theta))
-        return AdaptiveState(jnp.zeros((), dtype), jnp.zeros((), dtype), jnp.zeros((), _core.COUNT))
+        return AdaptiveState(jnp.zeros((), dtype), jnp.zeros((), dtype), jnp.zeros((), core.COUNT))
 
     def estimate(problem, theta, task, key, state):
         q = adaptive_q(state, problem.r, **params)
@@ -86,6 +86,6 @@ def adaptive_ufom(
             beta * state.d2_sm + (1 - beta) * d2, beta * state.v2_sm + (1 - beta) * v2, state.k_upd + 1
         )
         new_state = jax.tree_util.tree_map(lambda u, s: jnp.where(xi, u, s), updated, state)
-        return g, _core.info(g, grads, hvps, xi, q, check), new_state
+        return g, core.info(g, grads, hvps, xi, q, check), new_state
 
     return Estimator(init, estimate, "adaptive_ufom")

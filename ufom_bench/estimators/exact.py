@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from ufom_bench.estimators import _core
-from ufom_bench.estimators._core import Estimator
+from ufom_bench.estimators import core
+from ufom_bench.estimators.core import Estimator
 
 
 def exact() -> Estimator:
@@ -17,12 +17,12 @@ def exact() -> Estimator:
 
     def estimate(problem, theta, task, key, state):
         del key
-        _core.check_theta(problem, theta)
-        zero = jnp.zeros((), _core.COUNT)
-        phi, states, grads, check = _core.inner_loop_stored(problem, theta, task, zero)
-        b1, b2, grads, check = _core.outer_grads(problem, theta, phi, task, grads, check)
-        b1, b2, hvps = _core.backward_stored(problem, theta, task, states, b1, b2, zero)
-        g = _core.add_v_jvp(problem, theta, task, b1, b2)
-        return g, _core.info(g, grads, hvps, True, 1.0, check), state
+        core.check_theta(problem, theta)
+        zero = jnp.zeros((), core.COUNT)
+        phi, states, grads, check = core.inner_loop_stored(problem, theta, task, zero)
+        b1, b2, grads, check = core.outer_grads(problem, theta, phi, task, grads, check)
+        b1, b2, hvps = core.backward_stored(problem, theta, task, states, b1, b2, zero)
+        g = core.add_v_jvp(problem, theta, task, b1, b2)
+        return g, core.info(g, grads, hvps, True, 1.0, check), state
 
-    return Estimator(_core.no_state, estimate, "exact")
+    return Estimator(core.no_state, estimate, "exact")

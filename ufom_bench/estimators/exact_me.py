@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from ufom_bench.estimators import _core
-from ufom_bench.estimators._core import Estimator
+from ufom_bench.estimators import core
+from ufom_bench.estimators.core import Estimator
 
 
 def exact_branch(problem, theta, task, b1, b2, grads):
@@ -13,10 +13,10 @@ def exact_branch(problem, theta, task, b1, b2, grads):
 
     Returns (b_Exact, grad calls, HVP calls) with r(r-1)/2 grads and r HVPs added to ``grads``.
     """
-    b1, b2, grads, hvps = _core.backward_recompute(
-        problem, theta, task, b1, b2, grads, jnp.zeros((), _core.COUNT)
+    b1, b2, grads, hvps = core.backward_recompute(
+        problem, theta, task, b1, b2, grads, jnp.zeros((), core.COUNT)
     )
-    return _core.add_v_jvp(problem, theta, task, b1, b2), grads, hvps
+    return core.add_v_jvp(problem, theta, task, b1, b2), grads, hvps
 
 
 def exact_me() -> Estimator:
@@ -28,8 +28,8 @@ def exact_me() -> Estimator:
 
     def estimate(problem, theta, task, key, state):
         del key
-        _, b1, b2, grads, check = _core.first_order(problem, theta, task)
+        _, b1, b2, grads, check = core.first_order(problem, theta, task)
         g, grads, hvps = exact_branch(problem, theta, task, b1, b2, grads)
-        return g, _core.info(g, grads, hvps, True, 1.0, check), state
+        return g, core.info(g, grads, hvps, True, 1.0, check), state
 
-    return Estimator(_core.no_state, estimate, "exact_me")
+    return Estimator(core.no_state, estimate, "exact_me")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ufom_bench.estimators import _core
-from ufom_bench.estimators._core import Estimator
+from ufom_bench.estimators import core
+from ufom_bench.estimators.core import Estimator
 
 
 def fom() -> Estimator:
@@ -14,7 +14,7 @@ def fom() -> Estimator:
 
     def estimate(problem, theta, task, key, state):
         del key
-        g, _, _, calls, check = _core.first_order(problem, theta, task)
-        return g, _core.info(g, calls, 0, False, 0.0, check), state
+        g, _, _, calls, check = core.first_order(problem, theta, task)
+        return g, core.info(g, calls, 0, False, 0.0, check), state
 
-    return Estimator(_core.no_state, estimate, "fom")
+    return Estimator(core.no_state, estimate, "fom")

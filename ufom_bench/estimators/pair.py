@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from ufom_bench.estimators import _core
+from ufom_bench.estimators import core
 
 
 def pair(problem, theta, task):
@@ -13,11 +13,11 @@ def pair(problem, theta, task):
     Every UFOM draw is a function of this pair and xi (eqs. 12-13), so estimates of D^2, V^2 and UFOM's
     moments need no cond (which would run both branches under vmap anyway).
     """
-    _core.check_theta(problem, theta)
-    zero = jnp.zeros((), _core.COUNT)
-    phi, states, grads, check = _core.inner_loop_stored(problem, theta, task, zero)
-    b1, b2, grads, check = _core.outer_grads(problem, theta, phi, task, grads, check)
-    g_fo = _core.add_v_jvp(problem, theta, task, b1, b2)
-    b1, b2, hvps = _core.backward_stored(problem, theta, task, states, b1, b2, zero)
-    g = _core.add_v_jvp(problem, theta, task, b1, b2)
-    return g_fo, g, _core.info(g, grads, hvps, True, 1.0, check._replace(finite=check.finite & _core.all_finite(g_fo)))
+    core.check_theta(problem, theta)
+    zero = jnp.zeros((), core.COUNT)
+    phi, states, grads, check = core.inner_loop_stored(problem, theta, task, zero)
+    b1, b2, grads, check = core.outer_grads(problem, theta, phi, task, grads, check)
+    g_fo = core.add_v_jvp(problem, theta, task, b1, b2)
+    b1, b2, hvps = core.backward_stored(problem, theta, task, states, b1, b2, zero)
+    g = core.add_v_jvp(problem, theta, task, b1, b2)
+    return g_fo, g, core.info(g, grads, hvps, True, 1.0, check._replace(finite=check.finite & core.all_finite(g_fo)))

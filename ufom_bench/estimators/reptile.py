@@ -5,8 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ufom_bench.estimators import _core
-from ufom_bench.estimators._core import Estimator
+from ufom_bench.estimators import core
+from ufom_bench.estimators.core import Estimator
 from ufom_bench.errors import UserError
 
 SCALES = ("none", "sum_alpha")
@@ -19,7 +19,7 @@ def check_structure(problem, theta, task) -> None:
     as with MAML's V(theta, T) = theta. (Values cannot be compared under jit: a V with theta's structure
     but other values, e.g. theta + c, passes this check and gets theta - phi_r all the same.)
     """
-    _core.check_theta(problem, theta)
+    core.check_theta(problem, theta)
     phi0 = jax.eval_shape(problem.init_inner, theta, task)
     want, got = jax.tree_util.tree_structure(theta), jax.tree_util.tree_structure(phi0)
     if want != got:
@@ -58,11 +58,11 @@ def reptile(scale: str = "none") -> Estimator:
     def estimate(problem, theta, task, key, state):
         del key
         check_structure(problem, theta, task)
-        phi, calls, check = _core.inner_loop(problem, theta, task, jnp.zeros((), _core.COUNT))
+        phi, calls, check = core.inner_loop(problem, theta, task, jnp.zeros((), core.COUNT))
         g = jax.tree_util.tree_map(jnp.subtract, theta, phi)
         if scale == "sum_alpha":
             total = jnp.sum(problem.step_sizes)
             g = jax.tree_util.tree_map(lambda x: x / total.astype(x.dtype), g)
-        return g, _core.info(g, calls, 0, False, 0.0, check), state
+        return g, core.info(g, calls, 0, False, 0.0, check), state
 
-    return Estimator(_core.no_state, estimate, "reptile" if scale == "none" else f"reptile(scale={scale})")
+    return Estimator(core.no_state, estimate, "reptile" if scale == "none" else f"reptile(scale={scale})")

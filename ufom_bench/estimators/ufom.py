@@ -7,8 +7,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from ufom_bench.estimators import _core
-from ufom_bench.estimators._core import Estimator
+from ufom_bench.estimators import core
+from ufom_bench.estimators.core import Estimator
 from ufom_bench.estimators.exact_me import exact_branch
 from ufom_bench.errors import UserError
 
@@ -33,7 +33,7 @@ def ufom_step(problem, theta, task, key, q):
     are selected: Monte Carlo code should use `pair` instead). ``q`` may be traced (Adaptive UFOM).
     Returns (G_UFO, b_FO, b_Exact or b_FO when xi = 0, xi, grad calls, HVP calls, `PathCheck`).
     """
-    b_fo, b1, b2, grads, check = _core.first_order(problem, theta, task)
+    b_fo, b1, b2, grads, check = core.first_order(problem, theta, task)
     xi = jax.random.bernoulli(key, q)
 
     def corrected(_):
@@ -42,7 +42,7 @@ def ufom_step(problem, theta, task, key, q):
         return est, b_ex, g, h
 
     def first_order_only(_):
-        return b_fo, b_fo, grads, jnp.zeros((), _core.COUNT)
+        return b_fo, b_fo, grads, jnp.zeros((), core.COUNT)
 
     est, b_ex, grads, hvps = jax.lax.cond(xi, corrected, first_order_only, None)
     return est, b_fo, b_ex, xi, grads, hvps, check
@@ -57,6 +57,6 @@ def ufom(q: float = 0.1) -> Estimator:
 
     def estimate(problem, theta, task, key, state):
         g, _, _, xi, grads, hvps, check = ufom_step(problem, theta, task, key, q)
-        return g, _core.info(g, grads, hvps, xi, q, check), state
+        return g, core.info(g, grads, hvps, xi, q, check), state
 
-    return Estimator(_core.no_state, estimate, f"ufom(q={q:g})")
+    return Estimator(core.no_state, estimate, f"ufom(q={q:g})")

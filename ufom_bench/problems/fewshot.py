@@ -47,7 +47,7 @@ import numpy as np
 
 from ufom_bench.data.fewshot import TaskSampler
 from ufom_bench.data.fewshot import sinusoid as sinusoid_task
-from ufom_bench.estimators._core import COUNT, Estimator, Info
+from ufom_bench.estimators import COUNT, Estimator, Info
 from ufom_bench.problem import Problem
 from ufom_bench.problems.synthetic import check_int, check_positive, resolve_dtype
 from ufom_bench.errors import UserError

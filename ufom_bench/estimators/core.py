@@ -1,4 +1,7 @@
-"""Building blocks shared by the estimators: counted inner GD, outer gradients, HVPs, the backward passes.
+"""The public building blocks of every estimator: counted inner GD, outer gradients, HVPs, the backward passes.
+
+New estimators (and the outer loops, Monte Carlo and experiments) are made of these; their counters and
+divergence checks then come for free. Re-exported by `ufom_bench.estimators`.
 
 Counting convention (DESIGN.md, the paper's "function calls"): one grad call is one evaluation of dL_in/dphi
 or of the L_out gradient (both partials at once); one HVP is one reverse pass of dL_in/dphi giving both
