@@ -151,10 +151,12 @@ def test_a_bug_keeps_its_traceback():
 
 
 # The CLI with an extra experiment of 3 cells whose second hangs until interrupted: the SIGINT always lands
-# after exactly one stored cell, whatever the machine's load.
+# after exactly one stored cell, whatever the machine's load. Ctrl-C on a terminal reaches Python's default
+# handler; a shell starts background jobs with SIGINT ignored, so the child restores the handler.
 HANGING = """
-import sys, threading, pandas as pd, simulations
+import signal, sys, threading, pandas as pd, simulations
 from ufom_bench import cli
+signal.signal(signal.SIGINT, signal.default_int_handler)
 def cell(config):
     if config["i"] == 1:
         threading.Event().wait()
