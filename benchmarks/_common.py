@@ -37,17 +37,18 @@ CHAIN = 1000 if TINY else 100
 
 PROBLEMS = ("quadratic", "counterexample", "mlp")
 # Every registered estimator (tests/test_benchmarks.py checks this against ufom_bench.estimators.names()).
-ESTIMATORS = ("exact", "exact_me", "fom", "ufom", "adaptive_ufom", "reptile")
-# The estimators' parameters in every benchmark: ufom's default q, adaptive_ufom's defaults (q_min = 0.05).
-ESTIMATOR_PARAMS = {"ufom": {"q": 0.1}}
+ESTIMATORS = ("exact", "exact_me", "fom", "ufom", "adaptive_ufom", "reptile", "truncated")
+# The estimators' parameters in every benchmark: ufom's default q, adaptive_ufom's defaults (q_min = 0.05),
+# truncated back-propagation through the last inner step (k = 1).
+ESTIMATOR_PARAMS = {"ufom": {"q": 0.1}, "truncated": {"k": 1}}
 # Timed labels: UFOM and adaptive UFOM with the coin fixed by the PRNG key, xi = 0 (FOM branch) or
 # xi = 1 (exact branch); "ufom" and "adaptive_ufom" alone mean "over the coin" (benchmarks.estimate
 # .EstimateExpected times them at their expectation; counts are averaged over a cycle of keys).
 TIMED = ("exact", "exact_me", "fom", "ufom[xi=0]", "ufom[xi=1]", "adaptive_ufom[xi=0]", "adaptive_ufom[xi=1]",
-         "reptile")
+         "reptile", "truncated")
 EXPECTED = ("ufom", "adaptive_ufom")
 COUNTED = ("exact", "exact_me", "fom", "ufom[xi=0]", "ufom[xi=1]", "ufom",
-           "adaptive_ufom[xi=0]", "adaptive_ufom[xi=1]", "adaptive_ufom", "reptile")
+           "adaptive_ufom[xi=0]", "adaptive_ufom[xi=1]", "adaptive_ufom", "reptile", "truncated")
 # Keys per expectation cycle: q N is an integer for ufom (q = 0.1: 2 exact draws in 20) and for
 # adaptive_ufom at its initial state (q = q_min = 0.05: 1 in 20), so the mean over one cycle of
 # consecutive estimates is the expectation over xi, exactly.

@@ -8,7 +8,8 @@ program (`ufom_bench.memory.temp_bytes`: O(r) stored states for `exact`, O(1) in
 
 Labels: as in benchmarks._common, UFOM (q = 0.1) and Adaptive UFOM with the coin fixed by the PRNG key
 ("ufom[xi=0]": the FOM branch; "ufom[xi=1]": Algorithm 4's exact branch with its r(r-1)/2 recomputation
-grads), plus "truncated_k1" (the experiment's extra row: back-propagation through the last inner step).
+grads); "truncated" (k = 1) is the experiment's extra row "truncated_k1" (back-propagation through the last
+inner step).
 Reptile is registered but not defined here (its direction theta - phi_r needs V(theta, T) = theta, and
 hypercleaning's V is a fixed phi_0): its combinations raise NotImplementedError (`skip_reason`).
 UFOM_BENCH_TINY=1 shrinks the problem (20 examples, hidden 4) and r to (1, 2).
@@ -26,9 +27,8 @@ from . import _common as C
 
 R_VALUES = (1, 2) if C.TINY else (10, 100)
 SIZES = dict(n_train=20, n_val=10, hidden=4) if C.TINY else dict(n_train=1000, n_val=500, hidden=32)
-EXTRA = ("truncated_k1",)  # defined by the experiment, not in the registry
-TIMED = tuple(C.TIMED) + EXTRA  # reptile included, and skipped
-PROGRAMS = tuple(C.ESTIMATORS) + EXTRA  # one compiled program per estimator (both branches of UFOM's cond)
+TIMED = tuple(C.TIMED)  # reptile included, and skipped
+PROGRAMS = tuple(C.ESTIMATORS)  # one compiled program per estimator (both branches of UFOM's cond)
 
 
 def skip_reason(class_name: str, params: dict) -> str | None:
@@ -55,22 +55,6 @@ def build(r: int):
     return problem, problem.theta0, task_at(problem, 0)
 
 
-@functools.lru_cache(maxsize=None)
-def _estimate_fn(name: str):
-    """(estimator, fn) for a registered name (the suite's parameters) or the experiment's truncated_k1."""
-    if name in EXTRA:
-        from simulations.hypercleaning import truncated_k1
-
-        est = truncated_k1()
-
-        def fn(problem, theta, task, key, state):
-            grad, info, _ = est.estimate(problem, theta, task, key, state)
-            return grad, info
-
-        return est, fn
-    return C.estimate_fn(name)
-
-
 class Estimate:
     """Wall time of one jitted estimate ``(grad, info)`` on hypercleaning, blocking until ready (compiled in
     setup). exact_me and the xi = 1 labels at r = 100 make ~5,000 grad calls (seconds per estimate on a CPU)."""
@@ -88,7 +72,7 @@ class Estimate:
         import jax
 
         name, xi = C.parse(estimator)
-        work = C.Workload(name, r, "hypercleaning", build(r), _estimate_fn(name))
+        work = C.Workload(name, r, "hypercleaning", build(r))
         key = jax.random.PRNGKey(0) if xi is None else work.keys_with_xi([xi])[0]
         _, info = work.call(key)  # compiles (excluded from the timing) and checks the estimate
         if not bool(info.finite):
@@ -115,7 +99,7 @@ class TempBytes:
         from ufom_bench import memory
 
         problem, theta, task = build(r)
-        est, fn = _estimate_fn(estimator)
+        est, fn = C.estimate_fn(estimator)
         self.bytes = memory.temp_bytes(fn, problem, theta, task, jax.random.PRNGKey(0), est.init(theta))
 
     def track_temp_bytes(self, estimator, r):

@@ -2,7 +2,7 @@
 
 One cell = (estimator, seed). Estimators: ``exact_me`` (memory-efficient exact, Proposition 1 with q = 1),
 ``fom`` (Algorithm 3), ``adaptive_ufom`` (Section 4.5 with q_min = 0.05, beta = 0.99, d2_scale = 0.1 as the
-paper reports) and ``truncated_k1`` (an extra row, defined below). Every estimator gets the same budget of
+paper reports) and ``truncated_k1`` (an extra row: `estimators.truncated(1)`). Every estimator gets the same budget of
 function calls (grads + HVPs, DESIGN.md's convention) and the same outer optimizer (Adam, optax).
 
 **FOM is identically zero here.** V(theta, T) = phi_0 and L_out do not depend on theta, so eqs. 10-11 give
@@ -82,7 +82,7 @@ import pandas as pd
 import theory
 from ufom_bench import estimators, problems
 from ufom_bench.data import mnist
-from ufom_bench.estimators import COUNT, Estimator, core
+from ufom_bench.estimators import COUNT, Estimator
 from ufom_bench.problem import inner_path, task_at
 from ufom_bench.problems.hypercleaning import hypercleaning_metrics
 from ufom_bench.train import Record, guarded_step, train
@@ -121,34 +121,9 @@ def check_scale(scale: str) -> dict:
     return SCALES[scale]
 
 
-# ----------------------------------------------------------------------------------- truncated K = 1
-
-
-def truncated_k1() -> Estimator:
-    """Truncated back-propagation through the last inner step (Shaban et al. 2018, K = 1).
-
-    G = dL_out/dtheta(theta, phi_r) - alpha_r (d2 L_in / dtheta dphi (theta, phi_{r-1}))^T dL_out/dphi(theta, phi_r).
-    Cost: r inner grads (phi_{r-1}, then phi_r), one outer grad, one HVP (counted in the computation).
-    """
-
-    def estimate(problem, theta, task, key, state):
-        del key
-        core.check_theta(problem, theta)
-        alphas = problem.step_sizes
-        calls = jnp.zeros((), core.COUNT)
-        phi_prev, calls, check = core.inner_loop(problem, theta, task, calls, alphas[:-1])
-        phi_r, calls = core.inner_step(problem, theta, phi_prev, task, alphas[-1], calls)
-        b1, b2, calls, check = core.outer_grads(problem, theta, phi_r, task, calls, check)
-        h_theta, _ = core.hvp(problem, theta, phi_prev, task, b2)
-        g = core.tmap(lambda b, h: b - alphas[-1] * h, b1, h_theta)
-        return g, core.info(g, calls, 1, False, 0.0, check._replace(finite=check.finite & core.all_finite(phi_r))), state
-
-    return Estimator(core.no_state, estimate, "truncated_k1")
-
-
 def make_estimator(name: str) -> Estimator:
     if name == "truncated_k1":
-        return truncated_k1()
+        return estimators.truncated(1)
     if name == "adaptive_ufom":
         return estimators.adaptive_ufom(**ADAPTIVE)
     if name in ("exact_me", "fom"):

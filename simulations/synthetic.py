@@ -24,8 +24,7 @@ import pandas as pd
 
 import theory
 from ufom_bench import estimators, montecarlo, problems
-from ufom_bench.estimators import Estimator, core
-from ufom_bench.estimators.ufom import ufom_step
+from ufom_bench.estimators import Estimator
 from ufom_bench.problem import meta_objective
 from ufom_bench.train import default_max_steps, inverse, train, train_many
 from ufom_bench.errors import UserError
@@ -81,21 +80,6 @@ def theory_q(D2: float, V2: float, r: int) -> float:
     return float(theory.optimal_q(D2, V2, c_det, c_rnd))
 
 
-def traced_q_ufom(q) -> Estimator:
-    """UFOM with a traced q (so a grid of q compiles once, vmapped); q = 0 gives FOM."""
-
-    def estimate(problem, theta, task, key, state):
-        safe_q = jnp.where(q > 0, q, 1.0)
-        g, b_fo, _, xi, grads, hvps, check = ufom_step(problem, theta, task, key, safe_q)
-        xi = xi & (q > 0)
-        g = jnp.where(q > 0, g, b_fo)
-        grads = jnp.where(q > 0, grads, problem.r + 1)
-        hvps = jnp.where(q > 0, hvps, 0)
-        return g, core.info(g, grads, hvps, xi, q, check), state
-
-    return Estimator(core.no_state, estimate, "ufom(q traced)")
-
-
 def _runs(problem, est_or_q, starts, key, *, steps=None, budget=None):
     """Outer SGD runs (gamma_k = 10/(k+1)) from ``starts``; est_or_q: an Estimator or a traced-q grid."""
     keys = jax.random.split(key, starts.shape[0])
@@ -104,7 +88,7 @@ def _runs(problem, est_or_q, starts, key, *, steps=None, budget=None):
     kwargs = dict(budget=budget, max_steps=steps, schedule=inverse(10.0))
     if isinstance(est_or_q, Estimator):
         return train_many(problem, est_or_q, starts, keys, **kwargs)
-    run_q = lambda q: jax.vmap(lambda th, k: train(problem, traced_q_ufom(q), th, k, **kwargs))(starts, keys)
+    run_q = lambda q: jax.vmap(lambda th, k: train(problem, estimators.ufom(q), th, k, **kwargs))(starts, keys)
     return jax.jit(jax.vmap(run_q))(jnp.asarray(est_or_q))
 
 

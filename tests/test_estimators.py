@@ -228,3 +228,19 @@ def test_counters_under_vmap_and_grad_of_the_estimate():
     (_, info), dtheta = jax.value_and_grad(penalty, has_aux=True)(problem.theta0)
     assert (int(info.grad_calls), int(info.hvp_calls)) == (5, 4)
     assert np.all(np.isfinite(flat(dtheta)))
+
+
+def test_ufom_takes_a_traced_q_and_q_zero_is_fom():
+    problem = pytree_problem(r=4)
+    theta, task = problem.theta0, task_at(problem, 1)
+    qs = jnp.array([0.0, 0.3, 1.0])
+    keys = jax.random.split(KEY, 3)
+    grads, infos, _ = jax.vmap(lambda q, k: E.ufom(q).estimate(problem, theta, task, k, ()))(qs, keys)
+    np.testing.assert_array_equal(flat(jax.tree_util.tree_map(lambda g: g[0], grads)),
+                                  flat(estimate("fom", problem, theta, task)[0]))
+    assert (int(infos.grad_calls[0]), int(infos.hvp_calls[0]), bool(infos.exact[0])) == (5, 0, False)
+    for i, q in ((1, 0.3), (2, 1.0)):  # the concrete-q estimator on the same key
+        want, info, _ = E.ufom(q).estimate(problem, theta, task, keys[i], ())
+        np.testing.assert_allclose(flat(jax.tree_util.tree_map(lambda g: g[i], grads)), flat(want), rtol=1e-12)
+        assert bool(infos.exact[i]) == bool(info.exact)
+    assert E.ufom(0.3).name == "ufom(q=0.3)"

@@ -175,7 +175,7 @@ def test_truncated_k1_closed_form_scalar():
     phi = 0.0
     for _ in range(r):
         phi = (1 - a) * phi + a * theta
-    g, info, _ = hc.truncated_k1().estimate(problem, jnp.asarray(theta), jnp.zeros(()), jax.random.PRNGKey(0), ())
+    g, info, _ = hc.make_estimator("truncated_k1").estimate(problem, jnp.asarray(theta), jnp.zeros(()), jax.random.PRNGKey(0), ())
     assert float(g) == pytest.approx(a * (phi - 1.0), rel=1e-12)
     assert int(info.grad_calls) == r + 1 and int(info.hvp_calls) == 1
 
@@ -197,14 +197,14 @@ def test_truncated_k1_matches_explicit_jacobian_on_tiny_hypercleaning():
     flat = lambda tree: jnp.concatenate([jnp.ravel(x) for x in jax.tree_util.tree_leaves(tree)])
     J = jax.jacfwd(lambda th: flat(jax.grad(problem.inner_loss, 1)(th, phi_prev, task)))(theta)  # (p, n)
     want = -alphas[-1] * J.T @ flat(b)
-    g, info, _ = hc.truncated_k1().estimate(problem, theta, task, jax.random.PRNGKey(0), ())
+    g, info, _ = hc.make_estimator("truncated_k1").estimate(problem, theta, task, jax.random.PRNGKey(0), ())
     np.testing.assert_allclose(np.asarray(g), np.asarray(want), rtol=1e-9, atol=1e-14)
     assert np.abs(np.asarray(want)).max() > 0
 
     one = _tiny_hypercleaning(r=1)
     task1 = task_at(one, 0)
     exact = jax.grad(lambda th: one.outer_loss(th, inner_path(one, th, task1), task1))(theta)
-    g1, _, _ = hc.truncated_k1().estimate(one, theta, task1, jax.random.PRNGKey(0), ())
+    g1, _, _ = hc.make_estimator("truncated_k1").estimate(one, theta, task1, jax.random.PRNGKey(0), ())
     np.testing.assert_allclose(np.asarray(g1), np.asarray(exact), rtol=1e-9, atol=1e-14)
 
 

@@ -17,10 +17,11 @@ from ufom_bench.estimators.exact_me import exact_me
 from ufom_bench.estimators.fom import fom
 from ufom_bench.estimators.pair import pair
 from ufom_bench.estimators.reptile import reptile
+from ufom_bench.estimators.truncated import truncated
 from ufom_bench.estimators.ufom import ufom
 from ufom_bench.errors import UserError
 
-__all__ = ["COUNT", "DIVERGENCE_GROWTH", "PathCheck", "core", "AdaptiveState", "Estimator", "Info", "adaptive_ufom", "exact", "exact_me", "fom", "ufom", "pair", "reptile", "get", "names", "register"]
+__all__ = ["COUNT", "DIVERGENCE_GROWTH", "PathCheck", "core", "AdaptiveState", "Estimator", "Info", "adaptive_ufom", "exact", "exact_me", "fom", "ufom", "pair", "reptile", "truncated", "get", "names", "register"]
 
 _REGISTRY: dict[str, Callable[..., Estimator]] = {}
 
@@ -45,5 +46,5 @@ def names() -> list[str]:
 
 
 for _name, _factory in [("exact", exact), ("exact_me", exact_me), ("fom", fom), ("ufom", ufom), ("adaptive_ufom", adaptive_ufom),
-                       ("reptile", reptile)]:
+                       ("reptile", reptile), ("truncated", truncated)]:
     register(_name, _factory)

@@ -124,15 +124,22 @@ def norm(tree) -> jax.Array:
     return scale * jnp.sqrt(sum(jnp.sum(jnp.square(x / scale)) for x in leaves))
 
 
-def _checked_loop(problem: Problem, theta, task, calls, step_sizes, store: bool):
-    """Inner GD from V(theta, T) over ``step_sizes`` with a `PathCheck`; the stacked states when ``store``."""
-    phi0 = problem.init_inner(theta, task)
-    dtype = jnp.result_type(*jax.tree_util.tree_leaves(phi0))
-    # g0 = -1 marks "no gradient seen yet" (a norm is >= 0), so no array of length r is built.
-    check0 = PathCheck(-jnp.ones((), dtype), jnp.zeros((), dtype), jnp.ones((), bool))
+def _checked_loop(problem: Problem, theta, task, calls, steps, store: bool, start=None):
+    """Inner GD with a `PathCheck` over all r steps, or over ``steps`` = (first, count): steps first + 1 ..
+    first + count, their alphas read by index (a slice of step_sizes would be an O(r) buffer). From V(theta, T)
+    or from ``start`` = (phi, check) of a loop over the steps before; the stacked states when ``store``."""
+    if start is None:
+        phi0 = problem.init_inner(theta, task)
+        dtype = jnp.result_type(*jax.tree_util.tree_leaves(phi0))
+        # g0 = -1 marks "no gradient seen yet" (a norm is >= 0), so no array of length r is built.
+        check0 = PathCheck(-jnp.ones((), dtype), jnp.zeros((), dtype), jnp.ones((), bool))
+    else:
+        phi0, check0 = start
 
     def body(carry, alpha):
         phi, n, check = carry
+        if alpha is None:  # steps given: the calls made so far index the step
+            alpha = problem.step_sizes[steps[0] + n - calls0]
         g = inner_grad(problem, theta, phi, task)
         size = _sq_norm(g)  # squared: an overflow reads as inf, i.e. diverged
         check = PathCheck(jnp.where(check.g0 < 0, size, check.g0), jnp.maximum(check.peak, size),
@@ -140,23 +147,28 @@ def _checked_loop(problem: Problem, theta, task, calls, step_sizes, store: bool)
         new = tmap(lambda p, d: p - alpha * d, phi, g)
         return (new, n + 1, check), (phi if store else None)
 
-    (phi, calls, check), states = jax.lax.scan(body, (phi0, calls, check0), step_sizes)
+    calls0 = calls
+    xs, length = (problem.step_sizes, None) if steps is None else (None, steps[1])
+    (phi, calls, check), states = jax.lax.scan(body, (phi0, calls, check0), xs, length=length)
     return phi, states, calls, check._replace(finite=check.finite & all_finite(phi))
 
 
-def inner_loop(problem: Problem, theta, task, calls, step_sizes=None):
+def inner_loop(problem: Problem, theta, task, calls, steps=None, start=None):
     """phi_r from phi_0 = V(theta, T) by r counted steps (the forward loop of Algorithms 3-4).
 
-    Returns (phi_r, calls, `PathCheck`). ``step_sizes`` (default the problem's) may be a prefix of them.
+    Returns (phi_r, calls, `PathCheck`). ``steps`` = (first, count) runs only steps first + 1 .. first +
+    count, from ``start`` = (phi, check) returned for the steps before (default: from V(theta, T)).
     """
-    alphas = problem.step_sizes if step_sizes is None else step_sizes
-    phi, _, calls, check = _checked_loop(problem, theta, task, calls, alphas, store=False)
+    phi, _, calls, check = _checked_loop(problem, theta, task, calls, steps, store=False, start=start)
     return phi, calls, check
 
 
-def inner_loop_stored(problem: Problem, theta, task, calls):
-    """The forward loop of Algorithm 2: phi_r, Arr = (phi_0, ..., phi_{r-1}) stacked on axis 0, calls, check."""
-    return _checked_loop(problem, theta, task, calls, problem.step_sizes, store=True)
+def inner_loop_stored(problem: Problem, theta, task, calls, steps=None, start=None):
+    """The forward loop of Algorithm 2: phi_r, Arr = (phi_0, ..., phi_{r-1}) stacked on axis 0, calls, check.
+
+    ``steps`` and ``start`` as in `inner_loop` (then Arr holds the states those steps start from).
+    """
+    return _checked_loop(problem, theta, task, calls, steps, store=True, start=start)
 
 
 def outer_grads(problem: Problem, theta, phi, task, calls, check: PathCheck):
@@ -186,8 +198,9 @@ def add_v_jvp(problem: Problem, theta, task, b1, b2):
     return tmap(jnp.add, b1, jv)
 
 
-def backward_stored(problem: Problem, theta, task, states, b1, b2, hvps):
-    """The backward loop of Algorithm 2 over stored states: r HVPs, O(r) memory."""
+def backward_stored(problem: Problem, theta, task, states, b1, b2, hvps, last=None):
+    """The backward loop of Algorithm 2 over stored states: r HVPs, O(r) memory (or over the ``last`` steps
+    only, whose start states ``states`` holds: ``last`` HVPs)."""
 
     def body(carry, xs):
         b1, b2, n = carry
@@ -195,7 +208,17 @@ def backward_stored(problem: Problem, theta, task, states, b1, b2, hvps):
         b1, b2 = hvp_update(problem, theta, phi, task, alpha, b1, b2)
         return (b1, b2, n + 1), None
 
-    (b1, b2, hvps), _ = jax.lax.scan(body, (b1, b2, hvps), (states, problem.step_sizes), reverse=True)
+    if last is None:
+        (b1, b2, hvps), _ = jax.lax.scan(body, (b1, b2, hvps), (states, problem.step_sizes), reverse=True)
+        return b1, b2, hvps
+    # the alphas of the last steps by index, as in `inner_loop` (no slice of step_sizes)
+    hvps0 = hvps
+
+    def indexed(carry, phi):
+        done = carry[2] - hvps0  # HVPs so far: phi starts step r - done (0-based alpha index r - 1 - done)
+        return body(carry, (phi, problem.step_sizes[problem.r - 1 - done]))
+
+    (b1, b2, hvps), _ = jax.lax.scan(indexed, (b1, b2, hvps), states, reverse=True)
     return b1, b2, hvps
 
 

@@ -52,11 +52,14 @@ def ufom(q: float = 0.1) -> Estimator:
     """UFOM with exact-branch probability q in (0, 1]: unbiased, O(1) memory.
 
     Expected cost r + 1 + q r(r-1)/2 grad calls and q r HVPs (Proposition 1); q = 1 is `exact_me`.
+    q may be traced (a grid of q compiled once, vmapped): it is then not validated, and q = 0 gives FOM's
+    estimate (xi is never 1).
     """
-    q = check_q(q)
+    traced = isinstance(q, jax.core.Tracer)
+    q = q if traced else check_q(q)
 
     def estimate(problem, theta, task, key, state):
         g, _, _, xi, grads, hvps, check = ufom_step(problem, theta, task, key, q)
         return g, core.info(g, grads, hvps, xi, q, check), state
 
-    return Estimator(core.no_state, estimate, f"ufom(q={q:g})")
+    return Estimator(core.no_state, estimate, "ufom(q traced)" if traced else f"ufom(q={q:g})")
