@@ -68,26 +68,23 @@ environment variables:
 
 **Scales** (``SCALES``): settings, conv filters, r, alpha, meta-batch B, budget (exact_me meta-steps),
 checkpoints, test tasks (curve / final), seeds; Monte Carlo thetas, tasks per theta, alphas, rs, qs.
-  smoke:   glyphs 3-way with a 784-16-3 MLP (conv compilation alone takes ~10 s a program on a CPU), r = 3,
-           B = 2, budget 4 exact steps (80 calls), 2 checkpoints, 20/40 test tasks, 1 seed; MC: 2 thetas x 8
-           tasks, alphas (0.2, 0.4), r (1, 3). About 35 s (compilation).
+  smoke:   glyphs 3-way with a 784-16-3 MLP (a conv net's compilation would dominate), r = 3, B = 2,
+           budget 4 exact steps (80 calls), 2 checkpoints, 20/40 test tasks, 1 seed; MC: 2 thetas x 8
+           tasks, alphas (0.2, 0.4), r (1, 3).
   default: glyphs 5-way and 10-way, conv4 with 8 filters, r = 10, alpha = 0.4, B = 5, budget 30 exact steps
            (9,900 calls: exact_me 30 meta-steps, FOM 180, Reptile 198, Adaptive UFOM 90-105), 4 checkpoints,
            50 test tasks per curve point and 300 at the end, 3 seeds (24 training cells); MC on 5-way: 3
            thetas x 64 tasks, alphas (0.1, 0.2, 0.4, 0.8), r (1, 5, 10), q (0.05, 0.1, 0.2, 0.5, 1).
-           Measured wall time of the whole sweep (fresh results folder, one process, this 2-core CPU): 5.4 min
-           on an otherwise idle machine; 6.6 min when another process loaded it for the first few minutes.
   paper:   cifar_fs 20/30-way and omniglot 30/40-way (Table 2's grid); 64 filters, r = 10, alpha = 0.4,
            B = 5, budget 5,000 exact steps (1.65 M calls), 10 checkpoints, 200/600 test tasks, 3 seeds;
            MC on 20- and 30-way: 3 thetas x 256 tasks, 5 alphas, 5 rs, 6 qs. A GPU (the same code; nothing
            device-specific; Monte Carlo samples are sharded over all devices).
-Why the default is this small: on this 2-core CPU one exact_me meta-step of the paper's network (64 filters,
-5-way, B = 5, r = 10) takes 3.8 s (FOM 0.47 s; `benchmarks/fewshot.py`), and every compiled program (one per
-estimator and setting, one evaluation program per setting, one Monte Carlo program per r) takes 5-10 s to
-compile. With 8 filters a call costs ~0.6 ms (5-way), so the 24 training cells, their evaluation and the
-Monte Carlo cell fit the ~7 minutes the default report gives this section. At this budget the networks are
-early in training (5-way test accuracy rises from ~39% to 41-55%): the comparison is of estimators at a small
-budget of calls, where cheap estimators make many more meta-steps.
+Why the default is this small: on a CPU an exact_me meta-step of the paper's network (64 filters, 5-way,
+B = 5, r = 10) takes seconds (`benchmarks/fewshot.py`; the README has the figures), and every compiled
+program (one per estimator and setting, one evaluation program per setting, one Monte Carlo program per r)
+compiles for seconds. With 8 filters the 24 training cells, their evaluation and the Monte Carlo cell fit
+the default report's time. At this budget the networks are early in training: the comparison is of
+estimators at a small budget of calls, where cheap estimators make many more meta-steps.
 
 **Inner step size.** alpha = 0.4 for the mean cross-entropy (MAML's Omniglot value; the released UFOM code
 used 0.005 with its own loss scaling, which we could not check).

