@@ -70,6 +70,7 @@ def build_report(results: dict[str, pd.DataFrame], scale: str, path: str) -> int
     from simulations import synthetic
     from ufom_bench import problems
 
+    figures.style()
     D = synthetic.D_GAP
     claims = all_claims(results)
     rep = Report(

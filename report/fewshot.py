@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import math
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from report.document import Report  # noqa: E402
-from simulations import fewshot as fs  # noqa: E402
+from report.document import Report
+from simulations import fewshot as fs
 
 SECTION_TITLE = "Few-shot classification (Table 2, Section 5.3)"
 TABLE_TITLE = "Table 2 analog: test accuracy (%) at equal function calls, 1-shot"

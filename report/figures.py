@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-sns.set_theme(context="paper", style="whitegrid", font_scale=1.0)
 SIZE = (6.4, 3.4)
 LABELS = {"fom": "FOM", "ufom": "UFOM (q = 0.1)"}
+
+
+def style() -> None:
+    """The report's plotting setup, applied by the builder (not at import): the Agg backend, which needs no
+    display, and seaborn's paper theme."""
+    matplotlib.use("Agg")
+    sns.set_theme(context="paper", style="whitegrid", font_scale=1.0)
 
 
 def fig_a(a: pd.DataFrame):

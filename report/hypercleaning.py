@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import math
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from report import figures  # noqa: F401  (sets the Agg backend and the seaborn theme)
 from report.document import Report
-
-import matplotlib.pyplot as plt  # noqa: E402  (after report.figures chose the backend)
 
 __all__ = ["add_hypercleaning_section", "hypercleaning_claims", "table1_analog", "paired_comparisons",
            "PAPER_TABLE1", "SECTION_TITLE", "CLAIM", "LEVEL", "EVAL_COLUMNS", "STEP_COLUMNS"]

@@ -24,7 +24,15 @@ from theory.choice_of_q import (
     time_model,
 )
 
-CHECKS: dict = all_checks()  # derived at import (about half a second of sympy after its import)
+
+
+def __getattr__(name: str):
+    """``CHECKS``, derived on first use (sympy takes about half a second) and kept (PEP 562)."""
+    if name == "CHECKS":
+        globals()["CHECKS"] = checks = all_checks()
+        return checks
+    raise AttributeError(f"module 'theory' has no attribute {name!r}")
+
 
 __all__ = [
     "CHECKS",
