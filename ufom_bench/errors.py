@@ -1,4 +1,5 @@
-"""The project's error for bad user input: a value, a flag or a file, named in a one-line message.
+"""The project's error for bad user input: a value, a flag or a file, named in a one-line message; and the
+integer check shared by the layers that take counts.
 
 The CLI prints a `UserError` as one line and exits 2; any other exception is a bug and keeps its
 traceback. `UserError` subclasses ValueError, so ``except ValueError`` code keeps working.
@@ -6,7 +7,9 @@ traceback. `UserError` subclasses ValueError, so ``except ValueError`` code keep
 
 from __future__ import annotations
 
-__all__ = ["UserError", "DataError"]
+import numbers
+
+__all__ = ["UserError", "DataError", "check_int"]
 
 
 class UserError(ValueError):
@@ -15,3 +18,10 @@ class UserError(ValueError):
 
 class DataError(UserError):
     """A data file is missing, truncated, or not in the expected format (the message names the file)."""
+
+
+def check_int(name: str, value, minimum: int) -> int:
+    """``value`` as an int if it is an integer (not a bool) >= ``minimum``, else a UserError naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise UserError(f"{name} must be an integer >= {minimum}, got {name} = {value!r}")
+    return int(value)

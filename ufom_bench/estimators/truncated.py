@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import numbers
-
 import jax.numpy as jnp
 
-from ufom_bench.errors import UserError
+from ufom_bench.errors import UserError, check_int
 from ufom_bench.estimators import core
 from ufom_bench.estimators.core import Estimator
 
@@ -20,9 +18,7 @@ def truncated(k: int = 1) -> Estimator:
     back-propagation (Shaban et al., 2018). Biased for 0 < k < r. Cost: r + 1 grads and k HVPs; memory:
     k stored inner states (O(k), constant in r). k > r raises UserError when the problem is seen.
     """
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 0:
-        raise UserError(f"k must be an integer >= 0, got k = {k!r}")
-    k = int(k)
+    k = check_int("k", k, 0)
 
     def estimate(problem, theta, task, key, state):
         del key

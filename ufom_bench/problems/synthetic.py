@@ -8,14 +8,13 @@ and `ufom_bench.problems.quadratic` (a p-dimensional problem with closed forms);
 from __future__ import annotations
 
 import hashlib
-import numbers
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ufom_bench.errors import UserError
+from ufom_bench.errors import UserError, check_int  # noqa: F401  (check_int: re-exported)
 
 PyTree = Any
 
@@ -88,12 +87,6 @@ class FiniteTaskSampler:
 
 # ---------------------------------------------------------------------------------------------------------
 # Argument checks (ValueError naming the bad value).
-
-
-def check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise UserError(f"{name} must be an integer >= {minimum}, got {name} = {value!r}")
-    return int(value)
 
 
 def check_positive(name: str, value) -> float:
