@@ -49,8 +49,8 @@ def divergence_summary(results: dict[str, pd.DataFrame]) -> str:
     if fewshot is not None and "n_diverged" in fewshot.columns:
         parts.append(f"fewshot: {int(fewshot['n_diverged'].sum()):,} excluded Monte Carlo tasks")
     return (f"Diverged inner loops (a non-finite value, or the inner gradient norm grown more than "
-            f"{DIVERGENCE_GROWTH:g}-fold along the path) are refused by the outer loop and excluded from Monte Carlo averages, never "
-            "applied or averaged. Counts in this report: " + "; ".join(parts) + ".")
+            f"{DIVERGENCE_GROWTH:g}-fold along the path) are refused by the outer loop and excluded from Monte "
+            "Carlo averages, never applied or averaged. Counts in this report: " + "; ".join(parts) + ".")
 
 
 def all_claims(results: dict[str, pd.DataFrame]) -> pd.DataFrame:

@@ -17,9 +17,9 @@ Two modes (the ``method`` field of every result):
   "sampled": n tasks drawn i.i.d. from ``problem.sample_task``; standard errors are sd / sqrt(n_eff)
              (ddof = 1); a confidence interval is estimate +- z * SE (normal approximation; z = 1.96 for 95%).
 Diverged pairs (`Info.diverged`: a non-finite or runaway inner loop; set to NaN when computed) are counted
-per theta in ``n_diverged`` and excluded: means are over the finite samples only (in exact mode the remaining task probabilities are renormalised), so every
-estimate is conditional on finiteness and the count says how much was excluded; when nothing is finite
-the estimates are NaN.
+per theta in ``n_diverged`` and excluded: means are over the finite samples only (in exact mode the
+remaining task probabilities are renormalised), so every estimate is conditional on finiteness and the count
+says how much was excluded; when nothing is finite the estimates are NaN.
 
 The sample axis is computed in chunks of ``chunk_size`` (a `lax.map` over vmapped chunks: memory is bounded
 by one chunk of inner-loop states), and each chunk is sharded across ``jax.devices()`` with a 1-D mesh

@@ -21,10 +21,6 @@ class AdaptiveState(NamedTuple):
     k_upd: jax.Array
 
 
-def _sq_norm(tree) -> jax.Array:
-    return sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(tree))
-
-
 def adaptive_q(state: AdaptiveState, r: int, *, q_min, beta, C1, C2, eps, d2_scale, model="paper_eq19"):
     """q_k = max(q*(D2_bar, V2_bar), q_min), with the bias-corrected estimates of eq. (22).
 
@@ -80,8 +76,8 @@ def adaptive_ufom(
     def estimate(problem, theta, task, key, state):
         q = adaptive_q(state, problem.r, **params)
         g, b_fo, b_ex, xi, grads, hvps, check = ufom_step(problem, theta, task, key, q.astype(state.d2_sm.dtype))
-        d2 = _sq_norm(jax.tree_util.tree_map(jnp.subtract, b_fo, b_ex))
-        v2 = _sq_norm(b_ex)
+        d2 = core.sq_norm(jax.tree_util.tree_map(jnp.subtract, b_fo, b_ex))
+        v2 = core.sq_norm(b_ex)
         updated = AdaptiveState(
             beta * state.d2_sm + (1 - beta) * d2, beta * state.v2_sm + (1 - beta) * v2, state.k_upd + 1
         )

@@ -112,7 +112,8 @@ def inner_step(problem: Problem, theta, phi, task, alpha, calls):
     return tmap(lambda p, d: p - alpha * d, phi, g), calls + 1
 
 
-def _sq_norm(tree) -> jax.Array:
+def sq_norm(tree) -> jax.Array:
+    """||tree||_2^2 over all leaves."""
     return sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(tree))
 
 
@@ -141,7 +142,7 @@ def _checked_loop(problem: Problem, theta, task, calls, steps, store: bool, star
         if alpha is None:  # steps given: the calls made so far index the step
             alpha = problem.step_sizes[steps[0] + n - calls0]
         g = inner_grad(problem, theta, phi, task)
-        size = _sq_norm(g)  # squared: an overflow reads as inf, i.e. diverged
+        size = sq_norm(g)  # squared: an overflow reads as inf, i.e. diverged
         check = PathCheck(jnp.where(check.g0 < 0, size, check.g0), jnp.maximum(check.peak, size),
                           check.finite & jnp.isfinite(size))
         new = tmap(lambda p, d: p - alpha * d, phi, g)
