@@ -20,8 +20,6 @@ import theory
 from ufom_bench import estimators, problems
 from ufom_bench.problem import task_at
 
-jax.config.update("jax_enable_x64", True)
-
 Z = 4.0
 N_DRAWS = {"smoke": 4_000, "default": 100_000, "paper": 1_000_000}
 

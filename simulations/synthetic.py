@@ -29,8 +29,6 @@ from ufom_bench.problem import meta_objective
 from ufom_bench.train import default_max_steps, inverse, train, train_many
 from ufom_bench.errors import UserError
 
-jax.config.update("jax_enable_x64", True)  # theory checks in float64 (the problems are scalar: no cost)
-
 SCALES = {
     # runs/steps of panels c, e, f; grid sizes of d and e; the r values of the extension
     "smoke": dict(runs_c=8, steps_c=300, n_alpha=3, n_theta=201, runs_e=32, steps_e=100, n_q=4, runs_f=16,

@@ -12,6 +12,3 @@ def x64():
     with jax.enable_x64(True):
         yield
 
-
-# Until every exactness test asks for float64 itself, the suite keeps its old process-wide setting.
-jax.config.update("jax_enable_x64", True)

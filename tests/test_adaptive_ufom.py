@@ -11,6 +11,8 @@ from ufom_bench import estimators as E
 from ufom_bench.estimators.adaptive_ufom import adaptive_q
 from ufom_bench.problem import task_at
 
+pytestmark = pytest.mark.usefixtures("x64")  # exactness checks in float64
+
 KEY = jax.random.PRNGKey(7)
 
 

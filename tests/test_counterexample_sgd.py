@@ -5,6 +5,9 @@ import math
 import numpy as np
 
 from ufom_bench.demo import counterexample_runs
+import pytest
+
+pytestmark = pytest.mark.usefixtures("x64")  # exactness checks in float64
 
 
 def test_fom_stalls_and_ufom_converges():

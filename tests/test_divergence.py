@@ -28,14 +28,14 @@ def _estimate(name, problem, theta, task, key=KEY):
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
 @pytest.mark.parametrize("name", ESTIMATORS)
-def test_huge_inner_step_is_flagged_diverged(name, dtype):
+def test_huge_inner_step_is_flagged_diverged(name, dtype, x64):
     problem = problems.quadratic(p=4, alpha=100.0, dtype=dtype)
     task = problem.sample_task(KEY)
     _, info, _ = _estimate(name, problem, problem.theta0, task)
     assert bool(info.diverged), (name, dtype)
 
 
-def test_growth_rule_flags_a_finite_runaway_loop_in_float64():
+def test_growth_rule_flags_a_finite_runaway_loop_in_float64(x64):
     # In float64 nothing overflows: every value is finite, and only the growth rule sees the divergence.
     problem = problems.quadratic(p=4, alpha=100.0, dtype=jnp.float64)
     g, info, _ = _estimate("fom", problem, problem.theta0, problem.sample_task(KEY))
@@ -75,7 +75,7 @@ def test_growth_threshold_is_exactly_the_documented_factor():
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
 @pytest.mark.parametrize("name", ["fom", "ufom", "adaptive_ufom"])
-def test_train_refuses_every_diverged_step(name, dtype):
+def test_train_refuses_every_diverged_step(name, dtype, x64):
     problem = problems.quadratic(p=4, alpha=100.0, dtype=dtype)
     theta, rec = train(problem, E.get(name), problem.theta0, KEY, budget=200, track_meta=False)
     active = np.asarray(rec.active)
@@ -110,7 +110,7 @@ def test_train_refuses_a_finite_estimate_whose_step_overflows():
     np.testing.assert_array_equal(flat(theta), flat(problem.theta0))
 
 
-def test_montecarlo_excludes_a_finite_runaway_task():
+def test_montecarlo_excludes_a_finite_runaway_task(x64):
     # Task a = 3 grows the inner gradient by 2^11 = 2048 over r = 12 steps: finite in float64, diverged.
     a = jnp.array([0.5, 3.0])
     problem = Problem(

@@ -16,6 +16,8 @@ from ufom_bench.estimators import core
 from ufom_bench.memory import temp_bytes
 from ufom_bench.problem import Problem, inner_path, task_at
 
+pytestmark = pytest.mark.usefixtures("x64")  # exactness checks in float64
+
 KEY = jax.random.PRNGKey(0)
 
 

@@ -13,6 +13,8 @@ from report.fewshot import SECTION_TITLE, TABLE_TITLE, add_fewshot_section, fews
 from simulations import fewshot as fs
 from ufom_bench.sweep import run_sweep
 
+pytestmark = pytest.mark.usefixtures("x64")  # exactness checks in float64
+
 EVAL = {"record", "checkpoint", "calls", "step", "accuracy", "accuracy_se", "loss", "n_tasks", "lr", "budget",
         "source", "m", "estimator", "seed", "r", "alpha", "meta_batch"}
 TASK = {"task", "accuracy"}
@@ -25,7 +27,7 @@ Z = 4.0  # level of the sampled identity check (|z| < 4)
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
-    frame = run_sweep("fewshot", fs.cell_fewshot, fs.configs("smoke"), out_dir=out, progress=False)
+    frame = run_sweep("fewshot", fs.cell_fewshot, fs.configs("smoke"), out_dir=out, progress=False, x64=True)
     return out, frame
 
 
@@ -82,7 +84,7 @@ def test_sweep_resumes_without_recomputing(smoke):
     out, frame = smoke
     before = dict(fs.TRACES)
     fs._RUNS.clear()  # a recomputed cell would have to train (and run) again
-    again = run_sweep("fewshot", fs.cell_fewshot, fs.configs("smoke"), out_dir=out, progress=False)
+    again = run_sweep("fewshot", fs.cell_fewshot, fs.configs("smoke"), out_dir=out, progress=False, x64=True)
     assert len(again) == len(frame) and fs.TRACES == before and not fs._RUNS
 
 

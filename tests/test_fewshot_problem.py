@@ -16,6 +16,8 @@ from ufom_bench.data.fewshot import TaskSampler
 from ufom_bench.problem import inner_path
 from ufom_bench.problems.fewshot import conv4_apply, conv4_init, fewshot, meta_batch_estimate, mlp_apply, mlp_init, sinusoid
 
+pytestmark = pytest.mark.usefixtures("x64")  # exactness checks in float64
+
 
 def _tiny_sampler(n_classes=4, per_class=3, size=8, seed=0):
     rng = np.random.default_rng(seed)

@@ -18,6 +18,8 @@ from ufom_bench.problems.hypercleaning import (
     mlp_apply,
 )
 
+pytestmark = pytest.mark.usefixtures("x64")  # exactness checks in float64
+
 N, D, H, C, M = 6, 5, 4, 3, 4
 
 

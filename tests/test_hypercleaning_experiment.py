@@ -16,6 +16,8 @@ from ufom_bench.estimators import Estimator
 from ufom_bench.problem import inner_path, task_at
 from ufom_bench.train import train
 
+pytestmark = pytest.mark.usefixtures("x64")  # exactness checks in float64
+
 EVAL_COLUMNS = {"record", "budget", "calls", "step", "val_loss", "test_accuracy", "test_loss",
                 "train_clean_accuracy", "f1", "precision", "recall", "lr", "r", "D2", "V2", "q_star", "q_rule",
                 *rhc.EVAL_COLUMNS}

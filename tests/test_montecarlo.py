@@ -19,6 +19,8 @@ import theory
 from ufom_bench import Problem, estimators, montecarlo as mc, problems
 from ufom_bench.problem import task_at
 
+pytestmark = pytest.mark.usefixtures("x64")  # exactness checks in float64
+
 Z = 4.0  # test tolerance in standard errors
 N_CHUNKED, CHUNK = 203, 16  # shared sizes, so that compiled programs are reused across tests
 

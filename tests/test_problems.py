@@ -13,6 +13,8 @@ import pytest
 from ufom_bench import problems as P
 from ufom_bench.problem import inner_path, meta_gradient, meta_objective, task_at
 
+pytestmark = pytest.mark.usefixtures("x64")  # exactness checks in float64
+
 
 def _rows(problem):
     return [task_at(problem, i) for i in range(problem.num_tasks)]

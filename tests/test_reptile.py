@@ -11,6 +11,8 @@ from ufom_bench.data.fewshot import TaskSampler
 from ufom_bench.estimators.reptile import reptile
 from ufom_bench.problems.fewshot import fewshot, sinusoid
 
+pytestmark = pytest.mark.usefixtures("x64")  # exactness checks in float64
+
 
 def _by_hand(problem, theta, task):
     phi = theta

@@ -7,6 +7,8 @@ import simulations
 from report.document import pdf_text
 from ufom_bench.cli import main
 
+pytestmark = pytest.mark.usefixtures("x64")  # exactness checks in float64
+
 NEEDED = {
     "fig1a": {"x", "f1", "f2", "M_r"},
     "fig1bc": {"estimator", "record", "step", "grad_q10", "grad_q50", "grad_q90", "theta", "grad_final", "diverged"},

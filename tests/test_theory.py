@@ -11,6 +11,8 @@ from scipy.optimize import minimize_scalar
 import theory as th
 from theory import _sym, bias, choice_of_q as oq, cost
 
+pytestmark = pytest.mark.usefixtures("x64")  # exactness checks in float64
+
 # Printed forms that differ from the derivation (reported, not fixed): the iteration count below (18)
 # prints the exponent -1/(0.5 + eps) where (18) gives -1/(0.5 - eps); (19) uses the latter.
 EXPECTED_MISMATCH = {"iterations_to_delta"}

@@ -12,6 +12,8 @@ from ufom_bench import estimators as E
 from ufom_bench import montecarlo, problems
 from ufom_bench.problem import task_at
 
+pytestmark = pytest.mark.usefixtures("x64")  # exactness checks in float64
+
 
 @pytest.fixture(scope="module")
 def quad():

@@ -13,6 +13,8 @@ from ufom_bench import estimators as E
 from ufom_bench.errors import UserError
 from ufom_bench.train import inverse, to_frame, train, train_many
 
+pytestmark = pytest.mark.usefixtures("x64")  # exactness checks in float64
+
 KEY = jax.random.PRNGKey(3)
 
 

@@ -12,6 +12,8 @@ from ufom_bench.errors import UserError
 from ufom_bench.memory import temp_bytes
 from ufom_bench.problem import task_at
 
+pytestmark = pytest.mark.usefixtures("x64")  # exactness checks in float64
+
 KEY = jax.random.PRNGKey(0)
 sg = jax.lax.stop_gradient
 

@@ -284,9 +284,13 @@ def _read_cell(path: Path, experiment: str, cid: str, config: Config) -> pa.Tabl
     return table
 
 
-def _run_cell(cell_fn: CellFn, config: Config) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Run one cell where the executor puts it; return its rows and that process's provenance."""
-    return cell_fn(dict(config)), provenance()
+def _run_cell(cell_fn: CellFn, config: Config, x64: bool | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Run one cell where the executor puts it, under JAX's scoped ``enable_x64(x64)`` unless ``x64`` is
+    None; return its rows and the provenance it ran under (the x64 flag included)."""
+    import jax
+
+    with contextlib.nullcontext() if x64 is None else jax.enable_x64(bool(x64)):
+        return cell_fn(dict(config)), provenance()
 
 
 # ------------------------------------------------------------------------------------------- executors
@@ -408,6 +412,7 @@ def run_sweep(
     *,
     scheduler: str | None = None,
     max_in_flight: int | None = None,
+    x64: bool | None = None,
 ) -> pd.DataFrame:
     """Run `cell_fn` on every config not already finished, store each cell, and return all rows.
 
@@ -425,6 +430,8 @@ def run_sweep(
       scheduler: instead of `executor`, open one with `make_executor(scheduler)` for this sweep.
       max_in_flight: most cells submitted and not yet stored; default 1 for a `SerialExecutor` (each cell
         is stored before the next starts) and all cells otherwise (the executor queues them).
+      x64: run every cell under ``jax.enable_x64(x64)`` (scoped to the cell, in whatever process runs it);
+        None leaves the process's setting alone.
 
     Returns:
       The combined table, also written to ``out_dir/<experiment>.parquet``: config columns (in order of
@@ -441,7 +448,8 @@ def run_sweep(
         raise TypeError("pass either executor or scheduler, not both")
     if executor is None:
         with make_executor(scheduler) as ex:
-            return run_sweep(experiment, cell_fn, configs, out_dir, ex, progress, max_in_flight=max_in_flight)
+            return run_sweep(experiment, cell_fn, configs, out_dir, ex, progress, max_in_flight=max_in_flight,
+                             x64=x64)
 
     out = Path(out_dir)
     cells: dict[str, Config] = {}
@@ -462,7 +470,7 @@ def run_sweep(
     if max_in_flight is None:
         max_in_flight = 1 if isinstance(executor, SerialExecutor) else max(1, len(todo))
 
-    finished = _execute(executor, cell_fn, experiment, cells, todo, max_in_flight)
+    finished = _execute(executor, cell_fn, experiment, cells, todo, max_in_flight, x64)
     writing = None
     try:
         with contextlib.closing(finished), _Progress(experiment, len(cells), len(tables), progress) as bar:
@@ -496,6 +504,7 @@ def _execute(
     cells: dict[str, Config],
     todo: list[str],
     max_in_flight: int,
+    x64: bool | None = None,
 ) -> Iterator[tuple[str, pd.DataFrame, dict[str, str]]]:
     """Submit the cells in `todo` (at most `max_in_flight` outstanding) and yield ``(cell_id, rows, prov)``
     as they finish. On a cell's failure, or when the consumer stops (Ctrl-C), cancel what is outstanding;
@@ -505,7 +514,7 @@ def _execute(
     try:
         while True:
             for cid in itertools.islice(pending, max(0, max_in_flight - len(running))):
-                running[executor.submit(_run_cell, cell_fn, cells[cid])] = cid
+                running[executor.submit(_run_cell, cell_fn, cells[cid], x64)] = cid
             if not running:
                 return
             done, _ = wait(running, return_when=FIRST_COMPLETED)
