@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from report.document import Report
-from ufom_bench.analysis import mean_ci, paired_comparison
+from ufom_bench.analysis import curve_ci, mean_ci, paired_comparison
 
 __all__ = ["add_hypercleaning_section", "hypercleaning_claims", "table1_analog", "paired_comparisons",
            "PAPER_TABLE1", "SECTION_TITLE", "CLAIM", "LEVEL", "EVAL_COLUMNS", "STEP_COLUMNS"]
@@ -228,17 +228,6 @@ def _band(ax, x, mean, half, color, label, lo=-np.inf, hi=np.inf):
                         color=color, alpha=0.2, lw=0)
 
 
-def _curve_stats(ev: pd.DataFrame, metric: str, log: bool = False) -> pd.DataFrame:
-    """Per (estimator, budget): mean calls, and the mean and CI half-width of ``metric`` over seeds (of its
-    log10 when ``log``: a geometric mean, for quantities spanning decades)."""
-    out = []
-    for (est, b), g in ev.groupby(["estimator", "budget"]):
-        v = np.log10(g[metric].clip(lower=1e-30)) if log else g[metric]
-        m, h, n = _mean_ci(v)
-        out.append({"estimator": est, "budget": b, "calls": g["calls"].mean(), "mean": m, "half": h})
-    return pd.DataFrame(out).sort_values(["estimator", "budget"])
-
-
 def fig_curves(frame: pd.DataFrame):
     """Validation loss, test accuracy, test CCE, clean-train accuracy, F1 and |dM/dtheta| against calls."""
     ev = _evals(frame)
@@ -256,7 +245,7 @@ def fig_curves(frame: pd.DataFrame):
     fig, axes = plt.subplots(nrow, ncol, figsize=(7.2, 2.5 * nrow), squeeze=False)
     colors = {e: f"C{i}" for i, e in enumerate(ORDER)}
     for ax, (metric, label, scale, (lo, hi), log) in zip(axes.flat, panels):
-        st = _curve_stats(ev, metric, log)
+        st = curve_ci(ev, metric, log, LEVEL)
         for est in _estimators(ev):
             g = st[st["estimator"] == est]
             m, h = g["mean"].to_numpy() * scale, g["half"].to_numpy() * scale

@@ -173,3 +173,12 @@ def test_figure_claims_verdicts():
 def test_verdict_and_claim_row():
     assert [analysis.verdict(x) for x in (True, False, None)] == ["holds", "fails", "inconclusive"]
     assert tuple(analysis.claim_row("c", "s", "m", "k", None)) == analysis.CLAIM_COLUMNS
+
+
+def test_curve_ci_per_estimator_and_budget():
+    ev = pd.DataFrame({"estimator": ["a"] * 4, "budget": [1, 1, 2, 2], "calls": [10, 12, 20, 20],
+                       "v": [1.0, 3.0, 10.0, 1000.0]})
+    out = analysis.curve_ci(ev, "v").set_index("budget")
+    assert out.loc[1, "calls"] == 11 and out.loc[1, "mean"] == 2.0
+    assert out.loc[1, "half"] == pytest.approx(stats.t.ppf(0.975, 1) * math.sqrt(2) / math.sqrt(2))
+    assert analysis.curve_ci(ev, "v", log=True).set_index("budget").loc[2, "mean"] == pytest.approx(2.0)  # log10

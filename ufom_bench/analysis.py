@@ -30,6 +30,7 @@ __all__ = [
     "claim_row",
     "combine_seeds",
     "critical_value",
+    "curve_ci",
     "curves",
     "figure_claims",
     "mean_ci",
@@ -180,6 +181,18 @@ def table1(frame: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     return mean.join(half.add_suffix("_ci")).assign(seeds=n[cols[0]])
 
 
+def curve_ci(evals: pd.DataFrame, metric: str, log: bool = False, level: float = 0.95) -> pd.DataFrame:
+    """Per (estimator, budget) of the evaluation rows: mean calls, and the mean and Student-t CI half-width at
+    ``level`` of ``metric`` over seeds (of its log10 when ``log``: a geometric mean, for quantities spanning
+    decades). Columns estimator, budget, calls, mean, half; sorted by estimator and budget."""
+    out = []
+    for (est, b), g in evals.groupby(["estimator", "budget"]):
+        v = np.log10(g[metric].clip(lower=1e-30)) if log else g[metric]
+        m, h, _ = mean_ci(v, level)
+        out.append({"estimator": est, "budget": b, "calls": g["calls"].mean(), "mean": m, "half": h})
+    return pd.DataFrame(out).sort_values(["estimator", "budget"])
+
+
 def paired_comparison(final: pd.DataFrame, metric: str, a: str, b: str, higher: bool = True,
                       level: float = 0.95) -> dict:
     """``a`` minus ``b`` on ``metric``, paired by seed: mean, t CI half-width at ``level``, and the one-sided
@@ -203,8 +216,9 @@ def paired_comparison(final: pd.DataFrame, metric: str, a: str, b: str, higher: 
         t = math.inf * np.sign(better.mean()) if better.mean() != 0 else 0.0
         p = 0.0 if better.mean() > 0 else 1.0
     else:
-        res = stats.ttest_rel(pair[:, 0], pair[:, 1], alternative="greater" if higher else "less")
-        t, p = float(res.statistic if higher else -res.statistic), float(res.pvalue)
+        better_first = pair if higher else pair[:, ::-1]  # H1: the better one's mean is larger
+        res = stats.ttest_rel(better_first[:, 0], better_first[:, 1], alternative="greater")
+        t, p = float(res.statistic), float(res.pvalue)
     return {"mean": mean, "ci": half, "t": t, "p": p, "n": n}
 
 
