@@ -184,3 +184,17 @@ def test_curve_ci_per_estimator_and_budget():
     assert out.loc[1, "calls"] == 11 and out.loc[1, "mean"] == 2.0
     assert out.loc[1, "half"] == pytest.approx(stats.t.ppf(0.975, 1) * math.sqrt(2) / math.sqrt(2))
     assert analysis.curve_ci(ev, "v", log=True).set_index("budget").loc[2, "mean"] == pytest.approx(2.0)  # log10
+
+
+def test_report_settings_carry_what_the_tables_do_not():
+    """The command line hands the report these (the report imports no experiment); a bad scale is named."""
+    import simulations
+    from simulations import fewshot, hypercleaning, synthetic
+
+    s = simulations.report_settings("smoke")
+    assert s["D"] == synthetic.D_GAP and s["divergence_growth"] > 1
+    assert s["hypercleaning"]["n_test"] == hypercleaning.SCALES["smoke"]["n_test"]
+    assert s["fewshot"]["budget"] == fewshot.budget_of("smoke") and s["fewshot"]["adaptive"] == fewshot.ADAPTIVE
+    assert s["counterexample_points"].stationary_point < s["counterexample_points"].fom_fixed_point
+    with pytest.raises(UserError, match="unknown scale 'huge'"):
+        simulations.report_settings("huge")
