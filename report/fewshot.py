@@ -8,7 +8,6 @@ UFOM's q along training, D^2, V^2 and UFOM's variance against alpha, r and q on 
 
 from __future__ import annotations
 
-import math
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -16,7 +15,16 @@ import pandas as pd
 
 import theory
 from report.document import Report
-from ufom_bench.analysis import Z95, critical_value, curves, paired_differences, table2
+from ufom_bench.analysis import (
+    Z95,
+    alpha_trend_z,
+    critical_value,
+    curves,
+    identity_z,
+    paired_differences,
+    table2,
+    verdict,
+)
 
 SECTION_TITLE = "Few-shot classification (Table 2, Section 5.3)"
 TABLE_TITLE = "Table 2 analog: test accuracy (%) at equal function calls, 1-shot"
@@ -149,8 +157,7 @@ def fig_mc(frame: pd.DataFrame):
 
 
 def _row(claim, source, measured, criterion, ok):
-    verdict = "inconclusive" if ok is None else ("holds" if ok else "fails")
-    return {"claim": claim, "source": source, "measured": measured, "criterion": criterion, "verdict": verdict}
+    return {"claim": claim, "source": source, "measured": measured, "criterion": criterion, "verdict": verdict(ok)}
 
 
 def ordering_claim(frame: pd.DataFrame) -> dict:
@@ -183,13 +190,7 @@ def mc_claims(frame: pd.DataFrame) -> list[dict]:
     if mc.empty:
         return rows
     a = mc[mc["axis"] == "alpha"]
-    zs = []
-    for p, g in a.groupby("point"):
-        g = g.sort_values("alpha")
-        lo, hi = g.iloc[0], g.iloc[-1]
-        se = math.hypot(lo["d2_se"], hi["d2_se"])
-        zs.append((hi["d2"] - lo["d2"]) / se if se > 0 else np.nan)
-    zs = np.asarray(zs, float)
+    zs = alpha_trend_z(a)
     alphas = sorted(a["alpha"].unique())
     rows.append(_row(
         "FOM's bias D^2 grows with the inner step size alpha (Figure 1d's trend, here on few-shot)",
@@ -202,7 +203,7 @@ def mc_claims(frame: pd.DataFrame) -> list[dict]:
         (True if np.all(zs > Z_ORDER) else (False if np.any(zs < -Z_ORDER) else None))))
     q = mc[mc["axis"] == "q"]
     if not q.empty and "ufom_diff_se" in q:
-        z = ((q["ufom_direct"] - q["ufom_m2"]) / q["ufom_diff_se"]).to_numpy(float)
+        z = identity_z(q)
         zmax = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else np.nan
         rows.append(_row(
             "E||G_UFO||^2 = V^2 + (1/q - 1) D^2 on this workload", "Lemma 1, eqs. 12-13",

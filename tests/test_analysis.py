@@ -198,3 +198,12 @@ def test_report_settings_carry_what_the_tables_do_not():
     assert s["counterexample_points"].stationary_point < s["counterexample_points"].fom_fixed_point
     with pytest.raises(UserError, match="unknown scale 'huge'"):
         simulations.report_settings("huge")
+
+
+def test_few_shot_monte_carlo_z():
+    mc = pd.DataFrame({"point": [0, 0, 0, 1, 1, 1], "alpha": [0.4, 0.1, 0.2] * 2, "d2": [5.0, 1.0, 3.0, 1.0, 1.0, 1.0],
+                       "d2_se": [3.0, 0.0, 1.0, 0.0, 0.0, 0.0]})
+    z = analysis.alpha_trend_z(mc)
+    assert z[0] == pytest.approx(4.0 / 3.0) and np.isnan(z[1])  # (5 - 1) / hypot(3, 0); zero SEs: undefined
+    q = pd.DataFrame({"ufom_direct": [2.0, 1.0], "ufom_m2": [1.0, 1.0], "ufom_diff_se": [0.5, 0.1]})
+    np.testing.assert_array_equal(analysis.identity_z(q), [2.0, 0.0])

@@ -25,6 +25,7 @@ __all__ = [
     "TABLE1_COLUMNS",
     "Z",
     "Z95",
+    "alpha_trend_z",
     "ci",
     "ci_half_width",
     "claim_row",
@@ -33,6 +34,7 @@ __all__ = [
     "curve_ci",
     "curves",
     "figure_claims",
+    "identity_z",
     "mean_ci",
     "paired_comparison",
     "paired_differences",
@@ -290,3 +292,22 @@ def paired_differences(frame: pd.DataFrame, a: str = "adaptive_ufom",
                          "se_seed": se_seed, "se": se, "z": diff / se if se > 0 else np.nan, "seeds": k,
                          "crit": float(critical_value(se_task, se_seed, k))})
     return pd.DataFrame(rows)
+
+
+def alpha_trend_z(mc: pd.DataFrame) -> np.ndarray:
+    """Per theta (column ``point``) of the few-shot Monte Carlo rows on the alpha axis: the z of D^2 at the
+    largest alpha minus D^2 at the smallest, their SEs combined in quadrature (independent task draws per
+    alpha); NaN where both SEs are 0."""
+    zs = []
+    for _, g in mc.groupby("point"):
+        g = g.sort_values("alpha")
+        lo, hi = g.iloc[0], g.iloc[-1]
+        se = math.hypot(lo["d2_se"], hi["d2_se"])
+        zs.append((hi["d2"] - lo["d2"]) / se if se > 0 else np.nan)
+    return np.asarray(zs, float)
+
+
+def identity_z(mc: pd.DataFrame) -> np.ndarray:
+    """Per (q, theta) row: (E||G_UFO||^2 from direct draws of xi - V^2 - (1/q - 1) D^2) / the SE of that paired
+    difference (Lemma 1's identity; columns ufom_direct, ufom_m2, ufom_diff_se)."""
+    return ((mc["ufom_direct"] - mc["ufom_m2"]) / mc["ufom_diff_se"]).to_numpy(float)
