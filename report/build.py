@@ -1,7 +1,14 @@
 """The PDF report: provenance, claims table, theory section, Figure 1 (a)-(f), the r extension, and the
-hypercleaning (Table 1) and few-shot (Table 2) sections."""
+hypercleaning (Table 1) and few-shot (Table 2) sections.
+
+The report reads tables: the experiments' results, the statistics of `ufom_bench.analysis`, and the few
+settings the tables do not carry (``settings``, from `simulations.report_settings`, passed by the command
+line). It imports neither the experiments nor JAX.
+"""
 
 from __future__ import annotations
+
+from typing import Mapping
 
 import pandas as pd
 
@@ -10,17 +17,16 @@ from report.document import Report, pdf_page_count
 from report.fewshot import add_fewshot_section, fewshot_claims
 from report.hypercleaning import add_hypercleaning_section, hypercleaning_claims
 from report.theory_section import add_theory_section
+from ufom_bench.analysis import figure_claims
 
 
-def provenance_of(results: dict[str, pd.DataFrame]) -> dict[str, str]:
-    """The provenance columns of the results (distinct values joined), or of this process if none."""
-    from ufom_bench.provenance import provenance
-
+def provenance_of(results: dict[str, pd.DataFrame], default: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The provenance columns of the results (distinct values joined), or ``default`` if none."""
     info = {}
     for table in results.values():
         for col in (c for c in table.columns if c.startswith("prov_")):
             info.setdefault(col[5:], set()).update(map(str, table[col].unique()))
-    return {k: ", ".join(sorted(v)) for k, v in info.items()} or provenance()
+    return {k: ", ".join(sorted(v)) for k, v in info.items()} or dict(default or {})
 
 
 # Per experiment: what its "diverged" column counts, and how a table's rows reduce to one number.
@@ -35,11 +41,10 @@ _DIVERGED = {
 }
 
 
-def divergence_summary(results: dict[str, pd.DataFrame]) -> str:
+def divergence_summary(results: dict[str, pd.DataFrame], growth: float) -> str:
     """One sentence: per experiment, the outer steps refused and Monte Carlo samples excluded because an
-    inner loop diverged (`Info.diverged`); nothing diverged is ever applied or averaged."""
-    from ufom_bench.estimators import DIVERGENCE_GROWTH
-
+    inner loop diverged (`Info.diverged`: non-finite, or the inner gradient norm grown more than ``growth``-fold,
+    `ufom_bench.estimators.DIVERGENCE_GROWTH`); nothing diverged is ever applied or averaged."""
     parts = []
     for name, (what, count) in _DIVERGED.items():
         table = results.get(name)
@@ -49,15 +54,15 @@ def divergence_summary(results: dict[str, pd.DataFrame]) -> str:
     if fewshot is not None and "n_diverged" in fewshot.columns:
         parts.append(f"fewshot: {int(fewshot['n_diverged'].sum()):,} excluded Monte Carlo tasks")
     return (f"Diverged inner loops (a non-finite value, or the inner gradient norm grown more than "
-            f"{DIVERGENCE_GROWTH:g}-fold along the path) are refused by the outer loop and excluded from Monte "
+            f"{growth:g}-fold along the path) are refused by the outer loop and excluded from Monte "
             "Carlo averages, never applied or averaged. Counts in this report: " + "; ".join(parts) + ".")
 
 
-def all_claims(results: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    from simulations import claims, synthetic
-
+def all_claims(results: dict[str, pd.DataFrame], D: float) -> pd.DataFrame:
+    """Every claim row: the ``claims`` experiment's, those read from Figure 1's tables (counterexample gap
+    ``D``), and the hypercleaning and few-shot ones."""
     direct = results.get("claims", pd.DataFrame())
-    parts = [direct, claims.figure_claims(results, synthetic.D_GAP)]
+    parts = [direct, figure_claims(results, D)]
     if "hypercleaning" in results:
         parts.append(hypercleaning_claims(results["hypercleaning"]))
     if "fewshot" in results:
@@ -65,14 +70,15 @@ def all_claims(results: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def build_report(results: dict[str, pd.DataFrame], scale: str, path: str) -> int:
-    """Write the report for ``results`` (experiment name -> tidy table) to ``path``; returns the page count."""
-    from simulations import synthetic
-    from ufom_bench import problems
+def build_report(results: dict[str, pd.DataFrame], scale: str, path: str, settings: Mapping) -> int:
+    """Write the report for ``results`` (experiment name -> tidy table) to ``path``; returns the page count.
 
+    ``settings``: `simulations.report_settings(scale)` (Figure 1's D and the counterexample's special points,
+    the divergence threshold, the hypercleaning and few-shot settings, this process's provenance).
+    """
     figures.style()
-    D = synthetic.D_GAP
-    claims = all_claims(results)
+    D = settings["D"]
+    claims = all_claims(results, D)
     rep = Report(
         "ufom-bench report",
         f"UFOM (Likhosherstov et al., ICML 2021): theory checked against measurements. Scale: {scale}.",
@@ -89,7 +95,7 @@ def build_report(results: dict[str, pd.DataFrame], scale: str, path: str) -> int
     rep.claims_table(claims[["claim", "source", "measured", "criterion", "verdict"]].to_dict("records"), caption=(
         "Statistical criteria are z-scores over independent draws or runs; 'holds' means the criterion was met "
         "at this scale, 'fails' that it was not."))
-    rep.paragraph(divergence_summary(results))
+    rep.paragraph(divergence_summary(results, settings["divergence_growth"]))
 
     add_theory_section(rep)
 
@@ -100,7 +106,7 @@ def build_report(results: dict[str, pd.DataFrame], scale: str, path: str) -> int
             "Two equally likely convex piecewise-polynomial tasks (Theorem 2's construction, D = 0.06, r = 10, "
             "alpha = 0.1); right: the ABLO objective M_r(theta) over the same range."))
     if a is not None and bc is not None:
-        pts = problems.counterexample_points(problems.counterexample(D=D))
+        pts = settings["counterexample_points"]
         final = bc[bc["record"] == "final"]
         ends = {e: final.loc[final["estimator"] == e, "theta"].median() for e in ("fom", "ufom")}
         rep.figure(figures.fig_b(a, bc, pts), title="Paper's Figure 1b: where FOM and UFOM end", caption=(
@@ -140,9 +146,9 @@ def build_report(results: dict[str, pd.DataFrame], scale: str, path: str) -> int
             "larger FOM's bias relative to the variance, and the larger the optimal q."))
 
     if results.get("hypercleaning") is not None:
-        add_hypercleaning_section(rep, results["hypercleaning"], scale)
+        add_hypercleaning_section(rep, results["hypercleaning"], scale, settings.get("hypercleaning"))
     if results.get("fewshot") is not None:
-        add_fewshot_section(rep, results["fewshot"], scale)
+        add_fewshot_section(rep, results["fewshot"], scale, settings.get("fewshot"))
 
     rep.section("Notes and discrepancies")
     rep.bullets([
@@ -154,6 +160,6 @@ def build_report(results: dict[str, pd.DataFrame], scale: str, path: str) -> int
         "The released toy code chose its 'theory' q* by minimising T(q) sqrt(S(q)) with C_rnd = r; the paper's "
         "(19) is T(q) S(q)^2 with C_rnd = r(r+1)/2. The theory section's table shows how far apart they land.",
     ])
-    rep.provenance(provenance_of(results), caption="Versions, backend and commit of the runs behind this report.")
+    rep.provenance(provenance_of(results, settings.get("provenance")), caption="Versions, backend and commit of the runs behind this report.")
     rep.build(path)
     return pdf_page_count(path)

@@ -29,7 +29,6 @@ import math
 import numbers
 import os
 import re
-import struct
 import sys
 import tempfile
 from functools import partial
@@ -42,6 +41,7 @@ from reportlab.lib.enums import TA_RIGHT
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import cm
+from reportlab.lib.utils import ImageReader
 from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.platypus import (
     CondPageBreak,
@@ -62,7 +62,7 @@ from reportlab.platypus.flowables import _listWrapOn
 from reportlab.platypus.tableofcontents import TableOfContents
 
 from report._math import MathFlowable, parse_math, sanitize
-from report.pdftext import pdf_page_count, pdf_text  # re-exported: the test helpers live here too
+from report.pdftext import pdf_page_count, pdf_text  # the report's page count; re-exported for the tests
 
 __all__ = ["Report", "FormulaFallback", "VERDICTS", "pdf_text", "pdf_page_count", "sanitize"]
 
@@ -246,13 +246,6 @@ def _bind_headings(story: list) -> list:
                 continue
         out.append(f)
     return out
-
-
-def _png_size(png: bytes) -> tuple:
-    """(width, height) in pixels from a PNG header."""
-    if png[:8] != b"\x89PNG\r\n\x1a\n":
-        raise ValueError("not a PNG")
-    return struct.unpack(">II", png[16:24])
 
 
 def _close_figure(fig) -> None:
@@ -441,7 +434,7 @@ class Report:
         png = buf.getvalue()
         if close:
             _close_figure(mpl_fig)
-        px_w, px_h = _png_size(png)
+        px_w, px_h = ImageReader(io.BytesIO(png)).getSize()
         w = self.text_width * width
         h = w * px_h / px_w
         max_h = self.text_height - 3.5 * cm

@@ -8,14 +8,23 @@ UFOM's q along training, D^2, V^2 and UFOM's variance against alpha, r and q on 
 
 from __future__ import annotations
 
-import math
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+import theory
 from report.document import Report
-from simulations import fewshot as fs
+from ufom_bench.analysis import (
+    Z95,
+    alpha_trend_z,
+    critical_value,
+    curves,
+    identity_z,
+    paired_differences,
+    table2,
+    verdict,
+)
 
 SECTION_TITLE = "Few-shot classification (Table 2, Section 5.3)"
 TABLE_TITLE = "Table 2 analog: test accuracy (%) at equal function calls, 1-shot"
@@ -23,10 +32,22 @@ Z_ORDER = 2.0  # |z| level of the D^2-against-alpha trend claim (two-sided ~95%,
 Z_IDENTITY = 4.0  # the suite's level for exact identities checked by sampling
 ORDER = ("exact_me", "reptile", "fom", "adaptive_ufom")  # Table 2's column order
 SIZE = (6.4, 3.2)
+# Presentation constants: the paper's printed Table 2, its column labels, and how the data sources are named.
+LABELS = {"exact_me": "EXACT", "reptile": "REPTILE", "fom": "FOM", "adaptive_ufom": "AD.UFOM"}
+SOURCE_NAMES = {"glyphs": "glyphs (offline, font-rendered; not Omniglot)", "omniglot": "Omniglot",
+                "cifar_fs": "CIFAR-100 (CIFAR-FS style)"}
+# The paper's Table 2 as printed (test accuracy, %, 1-shot): (source, m) -> estimator -> accuracy.
+PAPER_TABLE2 = {
+    ("cifar_fs", 20): {"exact_me": 19.9, "reptile": 18.5, "fom": 21.3, "adaptive_ufom": 22.1},
+    ("cifar_fs", 30): {"exact_me": 13.8, "reptile": 11.0, "fom": 12.6, "adaptive_ufom": 14.7},
+    ("omniglot", 30): {"exact_me": 91.6, "reptile": 83.1, "fom": 89.3, "adaptive_ufom": 92.0},
+    ("omniglot", 40): {"exact_me": 87.5, "reptile": 78.2, "fom": 84.88, "adaptive_ufom": 89.1},
+}
+BASELINES = ("exact_me", "fom", "reptile")  # what the ordering claim compares Adaptive UFOM with, in this order
 
 
 def _label(source: str, m: int) -> str:
-    return f"{fs.SOURCE_NAMES.get(source, source).split(' (')[0]} {int(m)}-way"
+    return f"{SOURCE_NAMES.get(source, source).split(' (')[0]} {int(m)}-way"
 
 
 def _pct(x: float, ci: float | None = None) -> str:
@@ -42,17 +63,17 @@ def _train(frame: pd.DataFrame) -> pd.DataFrame:
 def table2_display(frame: pd.DataFrame) -> pd.DataFrame:
     """Our final accuracies (mean over seeds, +- 95% CI) per setting, then the paper's printed rows."""
     rows = []
-    t2 = fs.table2(_train(frame))
+    t2 = table2(_train(frame))
     for (src, m), g in t2.groupby(["source", "m"], sort=True):
         by = g.set_index("estimator")
-        row = {"rows": "ours", "data": fs.SOURCE_NAMES.get(src, src), "m": int(m),
+        row = {"rows": "ours", "data": SOURCE_NAMES.get(src, src), "m": int(m),
                "seeds": int(by["seeds"].max())}
         for e in ORDER:
-            row[fs.LABELS[e]] = _pct(by.loc[e, "accuracy"], by.loc[e, "ci95"]) if e in by.index else "\u2013"
+            row[LABELS[e]] = _pct(by.loc[e, "accuracy"], by.loc[e, "ci95"]) if e in by.index else "\u2013"
         rows.append(row)
-    for (src, m), vals in fs.PAPER_TABLE2.items():
-        row = {"rows": "paper (printed)", "data": fs.SOURCE_NAMES[src].split(" (")[0], "m": m, "seeds": "\u2013"}
-        row.update({fs.LABELS[e]: f"{vals[e]:.1f}" if round(vals[e], 1) == vals[e] else f"{vals[e]:g}"
+    for (src, m), vals in PAPER_TABLE2.items():
+        row = {"rows": "paper (printed)", "data": SOURCE_NAMES[src].split(" (")[0], "m": m, "seeds": "\u2013"}
+        row.update({LABELS[e]: f"{vals[e]:.1f}" if round(vals[e], 1) == vals[e] else f"{vals[e]:g}"
                     for e in ORDER})  # as printed: 92.0, 84.88
         rows.append(row)
     return pd.DataFrame(rows)
@@ -63,7 +84,7 @@ def table2_display(frame: pd.DataFrame) -> pd.DataFrame:
 
 def fig_curves(frame: pd.DataFrame):
     """Test accuracy against function calls per setting: mean over seeds, band = 95% CI."""
-    cur = fs.curves(_train(frame))
+    cur = curves(_train(frame))
     settings = sorted({(s, int(m)) for s, m in zip(cur["source"], cur["m"])})
     fig, axes = plt.subplots(1, len(settings), figsize=(SIZE[0], SIZE[1]), squeeze=False)
     for ax, (src, m) in zip(axes[0], settings):
@@ -72,8 +93,8 @@ def fig_curves(frame: pd.DataFrame):
             h = g[g["estimator"] == e].sort_values("calls")
             if h.empty:
                 continue
-            ax.plot(h["calls"], 100 * h["accuracy"], marker="o", ms=3, c=f"C{i}", label=fs.LABELS[e])
-            half = 100 * fs.critical_value(h["se_task"], h["se_seed"], h["seeds"]) * h["se"]
+            ax.plot(h["calls"], 100 * h["accuracy"], marker="o", ms=3, c=f"C{i}", label=LABELS[e])
+            half = 100 * critical_value(h["se_task"], h["se_seed"], h["seeds"]) * h["se"]
             ax.fill_between(h["calls"], 100 * h["accuracy"] - half, 100 * h["accuracy"] + half, color=f"C{i}",
                             alpha=0.15)
         ax.axhline(100 / m, c="grey", lw=0.6, ls=":")
@@ -83,15 +104,16 @@ def fig_curves(frame: pd.DataFrame):
     return fig
 
 
-def fig_q(frame: pd.DataFrame):
-    """Adaptive UFOM's q_k (eq. 22) against function calls, one line per (setting, seed)."""
+def fig_q(frame: pd.DataFrame, q_min: float | None = None):
+    """Adaptive UFOM's q_k (eq. 22) against function calls, one line per (setting, seed); a line at q_min."""
     st = frame[(frame["record"] == "step") & (frame["estimator"] == "adaptive_ufom")]
     fig, ax = plt.subplots(figsize=SIZE)
     for i, ((src, m), g) in enumerate(st.groupby(["source", "m"])):
         for j, (seed, h) in enumerate(g.groupby("seed")):
             ax.plot(h["calls"], h["q"], c=f"C{i}", lw=1, alpha=0.8,
                     label=f"{_label(src, m)}" if j == 0 else None, drawstyle="steps-post")
-    ax.axhline(fs.ADAPTIVE["q_min"], c="k", lw=0.6, ls="--", label="q_min")
+    if q_min is not None:
+        ax.axhline(q_min, c="k", lw=0.6, ls="--", label="q_min")
     ax.set(xlabel="function calls (grads + HVPs)", ylabel="q_k", ylim=(0, None),
            title="Adaptive UFOM: probability of the exact branch (one line per seed)")
     ax.legend(fontsize=7)
@@ -110,8 +132,8 @@ def fig_mc(frame: pd.DataFrame):
         for i, p in enumerate(pts):
             h = g[g["point"] == p].sort_values(x)
             lab = f"theta at {int(calls[p])} calls"
-            ax.errorbar(h[x], h["d2"], yerr=fs.Z95 * h["d2_se"], c=f"C{i}", marker="o", ms=3, label=f"D^2, {lab}")
-            ax.errorbar(h[x], h["v2"], yerr=fs.Z95 * h["v2_se"], c=f"C{i}", marker="s", ms=3, ls="--",
+            ax.errorbar(h[x], h["d2"], yerr=Z95 * h["d2_se"], c=f"C{i}", marker="o", ms=3, label=f"D^2, {lab}")
+            ax.errorbar(h[x], h["v2"], yerr=Z95 * h["v2_se"], c=f"C{i}", marker="s", ms=3, ls="--",
                         label=f"V^2, {lab}")
         ax.set(xscale="log", yscale="log", xlabel="inner step size alpha" if x == "alpha" else "inner steps r",
                ylabel="per-task value", title=f"D^2 (-), V^2 (--) vs {x}")
@@ -122,7 +144,7 @@ def fig_mc(frame: pd.DataFrame):
     for i, p in enumerate(pts):
         h = g[g["point"] == p].sort_values("q")
         axes[2].errorbar(h["q"], h["ufom_var"].clip(lower=1e-12),  # an estimate may dip below 0 (log axis)
-                         yerr=fs.Z95 * h["ufom_var_se"], c=f"C{i}", marker="o", ms=3,
+                         yerr=Z95 * h["ufom_var_se"], c=f"C{i}", marker="o", ms=3,
                          label=f"theta at {int(calls[p])} calls")
     axes[2].set(xscale="log", yscale="log", xlabel="q", ylabel="E||G_UFO - dM/dtheta||^2",
                 title="UFOM variance vs q")
@@ -135,13 +157,12 @@ def fig_mc(frame: pd.DataFrame):
 
 
 def _row(claim, source, measured, criterion, ok):
-    verdict = "inconclusive" if ok is None else ("holds" if ok else "fails")
-    return {"claim": claim, "source": source, "measured": measured, "criterion": criterion, "verdict": verdict}
+    return {"claim": claim, "source": source, "measured": measured, "criterion": criterion, "verdict": verdict(ok)}
 
 
 def ordering_claim(frame: pd.DataFrame) -> dict:
     """The paper's ordering: Adaptive UFOM best in every setup (vs exact, FOM, Reptile), paired z-tests."""
-    diffs = fs.paired_differences(_train(frame))
+    diffs = paired_differences(_train(frame), "adaptive_ufom", BASELINES)
     crit = ("paired z = (acc AD.UFOM - acc other) / SE over the same test tasks and seeds, SE = max(test-task "
             "SE, seed SE); two-sided 95% critical value c = 1.96 when the test-task SE binds, Student t with "
             "seeds - 1 dof when the seed SE does; holds if every z > c (all settings, all three baselines), "
@@ -151,7 +172,7 @@ def ordering_claim(frame: pd.DataFrame) -> dict:
         return _row(claim, "Section 5.3, Table 2", "no paired comparisons", crit, None)
     parts = []
     for (src, m), g in diffs.groupby(["source", "m"]):
-        inner = ", ".join(f"{fs.LABELS[o]} {100 * d:+.1f} (z {z:+.1f}, c {c:.2f})"
+        inner = ", ".join(f"{LABELS[o]} {100 * d:+.1f} (z {z:+.1f}, c {c:.2f})"
                           for o, d, z, c in zip(g["other"], g["diff"], g["z"], g["crit"]))
         parts.append(f"{_label(src, m)}: {inner}")
     z = diffs["z"].to_numpy(float)
@@ -169,13 +190,7 @@ def mc_claims(frame: pd.DataFrame) -> list[dict]:
     if mc.empty:
         return rows
     a = mc[mc["axis"] == "alpha"]
-    zs = []
-    for p, g in a.groupby("point"):
-        g = g.sort_values("alpha")
-        lo, hi = g.iloc[0], g.iloc[-1]
-        se = math.hypot(lo["d2_se"], hi["d2_se"])
-        zs.append((hi["d2"] - lo["d2"]) / se if se > 0 else np.nan)
-    zs = np.asarray(zs, float)
+    zs = alpha_trend_z(a)
     alphas = sorted(a["alpha"].unique())
     rows.append(_row(
         "FOM's bias D^2 grows with the inner step size alpha (Figure 1d's trend, here on few-shot)",
@@ -188,7 +203,7 @@ def mc_claims(frame: pd.DataFrame) -> list[dict]:
         (True if np.all(zs > Z_ORDER) else (False if np.any(zs < -Z_ORDER) else None))))
     q = mc[mc["axis"] == "q"]
     if not q.empty and "ufom_diff_se" in q:
-        z = ((q["ufom_direct"] - q["ufom_m2"]) / q["ufom_diff_se"]).to_numpy(float)
+        z = identity_z(q)
         zmax = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else np.nan
         rows.append(_row(
             "E||G_UFO||^2 = V^2 + (1/q - 1) D^2 on this workload", "Lemma 1, eqs. 12-13",
@@ -197,8 +212,17 @@ def mc_claims(frame: pd.DataFrame) -> list[dict]:
     return rows
 
 
+def proposition_1_calls(estimator: str, r: int, meta_batch: int, exact: bool) -> int:
+    """Calls (grads + HVPs) of one meta-step by Proposition 1 (`theory.branch_total`): B tasks, each the exact
+    branch (xi = 1) or FOM's (xi = 0); Reptile takes r grads a task and no outer gradient."""
+    per_task = {"exact_me": theory.branch_total(r, 1), "fom": theory.branch_total(r, 0), "reptile": r,
+                "adaptive_ufom": theory.branch_total(r, int(exact))}[estimator]
+    return meta_batch * int(per_task)
+
+
 def calls_claim(frame: pd.DataFrame) -> dict | None:
-    """Counted calls per meta-step equal Proposition 1 (B tasks per meta-step), per estimator and branch."""
+    """Counted calls per meta-step equal Proposition 1 (B tasks per meta-step), per estimator and branch; the
+    prediction is theory's (`proposition_1_calls`), not the experiment's own count."""
     st = frame[frame["record"] == "step"] if "record" in frame else frame.iloc[:0]
     if st.empty:
         return None
@@ -207,7 +231,7 @@ def calls_claim(frame: pd.DataFrame) -> dict | None:
         g = g.sort_values("step")
         per = np.diff(np.concatenate([[0], g["calls"].to_numpy()]))
         r, B = int(g["r"].iloc[0]), int(g["meta_batch"].iloc[0])
-        want = np.array([fs.calls_per_step(e, r, B, bool(x)) for x in g["exact"]])
+        want = np.array([proposition_1_calls(e, r, B, bool(x)) for x in g["exact"]])
         n += len(per)
         if not np.array_equal(per, want):
             bad.append(f"{e} {_label(src, m)} seed {seed}")
@@ -238,20 +262,44 @@ def _mc_table(frame: pd.DataFrame) -> pd.DataFrame:
                                "meta_grad_norm": "||dM/dtheta||"})
 
 
-def add_fewshot_section(rep: Report, frame: pd.DataFrame, scale: str) -> Report:
-    """Append the few-shot section to ``rep`` from the ``fewshot`` experiment's table at ``scale``."""
-    s = fs.check_scale(scale)
+def _setup(frame: pd.DataFrame, settings: dict | None) -> dict:
+    """The setup the section prints: ``settings`` (the experiment's, `simulations.report_settings(scale)
+    ["fewshot"]`), else what the table's columns say (r, alpha, meta_batch, filters, budget, n_test, mc n)."""
+    s = {}
+    for col in ("r", "alpha", "meta_batch", "filters", "budget"):
+        if col in frame and frame[col].notna().any():
+            s[col] = frame[col].dropna().iloc[0].item()
+    ev = frame[frame["record"] == "eval"] if "record" in frame else frame.iloc[:0]
+    if len(ev) and "n_tasks" in ev:
+        s["n_test"] = int(ev.loc[ev["checkpoint"] == ev["checkpoint"].max(), "n_tasks"].max())
+    mc = frame[frame["record"] == "mc"] if "record" in frame else frame.iloc[:0]
+    if len(mc) and "n" in mc:
+        s["mc"] = {"n": int(mc["n"].max())}
+    return {**s, **(settings or {})}
+
+
+def _get(s: dict, key: str, spec: str = "") -> str:
+    return format(s[key], spec) if key in s else "?"
+
+
+def add_fewshot_section(rep: Report, frame: pd.DataFrame, scale: str, settings: dict | None = None) -> Report:
+    """Append the few-shot section to ``rep`` from the ``fewshot`` experiment's table at ``scale``.
+
+    ``settings``: the experiment's settings at ``scale`` (`simulations.report_settings(scale)["fewshot"]`);
+    without them the setup is read from the table's columns ('?' where it has none).
+    """
+    s = _setup(frame, settings)
     train = _train(frame)
     sources = sorted(set(train["source"])) if "source" in train else []
     rep.section(SECTION_TITLE)
-    names = ", ".join(fs.SOURCE_NAMES.get(x, x) for x in sources) or "none"
+    names = ", ".join(SOURCE_NAMES.get(x, x) for x in sources) or "none"
     rep.paragraph(
         f"MAML as ABLO (V(theta, T) = theta; L_in, L_out: mean cross-entropy on the support and query sets), "
-        f"1-shot m-way tasks with one query example per class, r = {s['r']} inner steps at alpha = {s['alpha']:g}, "
-        f"meta-batch {s['meta_batch']}, the 4-conv network of MAML with {s['filters']} filters and transductive "
-        f"batch norm ({s['model']}). Exact (memory-efficient), FOM, Reptile and Adaptive UFOM (q_min = 0.05, "
-        f"beta = 0.99, D^2 divided by 10) each get the same budget of {fs.budget_of(scale):,} function calls "
-        f"({s['exact_steps']} exact meta-steps), Adam with the step annealed linearly to 0 over the calls, "
+        f"1-shot m-way tasks with one query example per class, r = {_get(s, 'r')} inner steps at alpha = "
+        f"{_get(s, 'alpha', 'g')}, meta-batch {_get(s, 'meta_batch')}, the 4-conv network of MAML with "
+        f"{_get(s, 'filters')} filters and transductive batch norm ({_get(s, 'model')}). Exact (memory-efficient), FOM, Reptile and Adaptive UFOM (q_min = 0.05, "
+        f"beta = 0.99, D^2 divided by 10) each get the same budget of {_get(s, 'budget', ',')} function calls "
+        f"({_get(s, 'exact_steps')} exact meta-steps), Adam with the step annealed linearly to 0 over the calls, "
         f"step size chosen per estimator on validation classes. Test classes are disjoint from training and "
         f"validation classes. Data: {names}.")
     if "glyphs" in sources:
@@ -264,18 +312,18 @@ def add_fewshot_section(rep: Report, frame: pd.DataFrame, scale: str) -> Report:
     rep.table(table2_display(frame), title=TABLE_TITLE, caption=(
         "Ours: mean over seeds of the accuracy on held-out test classes at the full budget, +- 95% CI: 1.96 x the test-task "
         "SE or t_{k-1} x the seed-to-seed SE over k seeds, whichever SE is larger; "
-        f"{s['n_test']} test tasks per seed. Paper: Table 2 as printed (CIFAR-100 and Omniglot; no CIs printed)."))
+        f"{_get(s, 'n_test')} test tasks per seed. Paper: Table 2 as printed (CIFAR-100 and Omniglot; no CIs printed)."))
     rep.figure(fig_curves(frame), title="Test accuracy against function calls (the paper's Figure 2)", caption=(
         "Mean over seeds; band: 95% CI. Every method has the same budget of calls; the exact estimator makes "
         "far fewer meta-steps with it. Dotted: chance level 1/m."))
     if not frame[(frame["record"] == "step") & (frame["estimator"] == "adaptive_ufom")].empty:
-        rep.figure(fig_q(frame), title="Adaptive UFOM's q along training", caption=(
+        rep.figure(fig_q(frame, s.get("adaptive", {}).get("q_min")), title="Adaptive UFOM's q along training", caption=(
             "q_k = max(q*, q_min) from the running estimates of D^2 and V^2 (eqs. 22-24), updated only when the "
             "exact branch runs; before the first update q = q_min."))
     if not frame[frame["record"] == "mc"].empty:
-        mc = s["mc"]
+        mc = s.get("mc", {})
         rep.figure(fig_mc(frame), title="Bias and variance on the few-shot workload", caption=(
-            f"Monte Carlo over {mc['n']} training tasks per point (per-task quantities, meta-batch 1) at thetas "
+            f"Monte Carlo over {mc.get('n', '?')} training tasks per point (per-task quantities, meta-batch 1) at thetas "
             "along the Adaptive UFOM run of seed 0. Left, middle: FOM's bias D^2 = E||G_FO - G||^2 (eq. 14) and "
             "the exact gradient's second moment V^2 = E||G||^2 (eq. 16) against alpha and r; right: UFOM's "
             "variance V^2 + (1/q - 1) D^2 - ||dM/dtheta||^2 (Lemma 1) against q. Colours: the thetas of the right "

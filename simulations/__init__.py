@@ -68,3 +68,28 @@ def run(name: str, scale: str = "default", out_dir: str = "results", executor=No
     folder = results_dir(out_dir, scale)
     return run_sweep(name, cell, configs(scale), out_dir=folder, executor=executor, progress=progress,
                      x64=X64.get(name))
+
+
+def report_settings(scale: str = "default") -> dict:
+    """What the report prints about the experiments at ``scale`` that their tables do not carry, for
+    `report.build.build_report` (the command line passes it, so that the report imports no experiment):
+    Figure 1's gap D and the counterexample's FOM fixed point and stationary point
+    (`problems.counterexample_points`), the divergence threshold, the hypercleaning and few-shot settings
+    (their ``SCALES`` entry, Adaptive UFOM's settings, the few-shot budget), and this process's provenance."""
+    import jax
+
+    from ufom_bench import problems
+    from ufom_bench.estimators import DIVERGENCE_GROWTH
+    from ufom_bench.provenance import provenance
+
+    check_scale(scale)
+    with jax.enable_x64(X64["fig1bc"]):  # the points in the precision Figure 1 is computed in
+        points = problems.counterexample_points(problems.counterexample(D=synthetic.D_GAP))
+    return {
+        "D": synthetic.D_GAP,
+        "counterexample_points": points,
+        "divergence_growth": DIVERGENCE_GROWTH,
+        "hypercleaning": {**hypercleaning.SCALES[scale], "adaptive": dict(hypercleaning.ADAPTIVE)},
+        "fewshot": {**fewshot.SCALES[scale], "adaptive": dict(fewshot.ADAPTIVE), "budget": fewshot.budget_of(scale)},
+        "provenance": provenance(),
+    }

@@ -18,19 +18,11 @@ import pandas as pd
 
 import theory
 from ufom_bench import estimators, problems
+from ufom_bench.analysis import Z
+from ufom_bench.analysis import claim_row as _row
 from ufom_bench.problem import task_at
 
-Z = 4.0
 N_DRAWS = {"smoke": 4_000, "default": 100_000, "paper": 1_000_000}
-
-
-def verdict(ok: bool | None) -> str:
-    return "inconclusive" if ok is None else ("holds" if ok else "fails")
-
-
-def _row(claim, source, measured, criterion, ok, value=np.nan, se=np.nan):
-    return {"claim": claim, "source": source, "measured": measured, "criterion": criterion,
-            "verdict": verdict(ok), "value": float(value), "se": float(se)}
 
 
 def _quadratic():
@@ -103,52 +95,4 @@ def cell_claims(config: dict) -> pd.DataFrame:
     rows = [check_unbiased(n, q, jax.random.fold_in(key, i)) for i, q in enumerate((0.1, 0.5))]
     rows += [check_second_moment(n, 0.1, jax.random.fold_in(key, 2))]
     rows += check_proposition_1(min(n, 20_000), 0.3, jax.random.fold_in(key, 3))
-    return pd.DataFrame(rows)
-
-
-def figure_claims(results: dict[str, pd.DataFrame], D: float = 0.06) -> pd.DataFrame:
-    """Claims read from the Figure 1 experiments' tables."""
-    rows = []
-    bc = results.get("fig1bc")
-    if bc is not None:
-        final = bc[bc["record"] == "final"]
-        for est, claim, source, stalls in (("fom", "FOM-SGD stalls: liminf E|dM/dtheta|^2 > D", "Theorem 2", True),
-                                           ("ufom", "UFOM-SGD reaches below D (-> 0)", "Theorem 1", False)):
-            g2 = final.loc[final["estimator"] == est, "grad_final"].to_numpy() ** 2
-            if g2.size < 2:
-                continue
-            se = g2.std(ddof=1) / math.sqrt(g2.size)
-            z = (g2.mean() - D) / se
-            ok = z > Z if stalls else z < -Z
-            rows.append(_row(claim, source, f"final E|dM/dtheta|^2 = {g2.mean():.3g} +- {se:.2g} (D = {D:g}, z = {z:.1f})",
-                             f"z {'>' if stalls else '<'} {'' if stalls else '-'}{Z:g} against D", ok, g2.mean(), se))
-    d = results.get("fig1d")
-    if d is not None:
-        ratio = (d["D2"] / d["D_bound2"]).max()
-        rows.append(_row("D^2 <= D_bound^2", "eq. 15, Lemma 1", f"max D^2 / D_bound^2 = {ratio:.3g} over {len(d)} alphas",
-                         "ratio <= 1 (exact expectations)", ratio <= 1, ratio))
-    e = results.get("fig1e")
-    if e is not None:
-        per_alpha = e.groupby("alpha").apply(
-            lambda g: pd.Series({"q_emp": g.loc[g["calls_to_target"].idxmin(), "q"], "q_theory": g["q_theory"].iloc[0],
-                                 "q_step": g["q"].diff().max()}), include_groups=False)
-        # the grid cannot resolve q below its smallest value: compare only where q* lies inside the grid
-        inside = per_alpha[per_alpha["q_theory"] >= e["q"].min()]
-        ratio = inside["q_emp"] / inside["q_theory"]
-        err = np.abs(np.log2(ratio))
-        ok = None if inside.empty else bool(err.median() <= 1)
-        rows.append(_row("theory q* agrees with the empirical best q", "eqs. 19-21, Figure 1e",
-                         f"q_emp / q* median {ratio.median():.2f} (range {ratio.min():.2f}-{ratio.max():.2f}) over the "
-                         f"{len(inside)} of {len(per_alpha)} alphas with q* >= {e['q'].min():g}",
-                         "median ratio within a factor 2 ('roughly agree')", ok, ratio.median() if ok is not None else np.nan))
-    f = results.get("fig1f")
-    if f is not None:
-        last = f.sort_values("calls").groupby("q").tail(1).set_index("q")["grad_sq_mean"]
-        qs = sorted(last.index)
-        if len(qs) == 3:
-            fom, q_star, exact = (last[q] for q in qs)
-            ok = q_star < exact and q_star < fom
-            rows.append(_row("q* converges fastest at equal function calls", "Figure 1f",
-                             f"final mean |dM/dtheta|^2: FOM {fom:.3g}, q* = {qs[1]:.3f}: {q_star:.3g}, exact {exact:.3g}",
-                             "q* lowest of the three at the budget", ok, q_star))
     return pd.DataFrame(rows)

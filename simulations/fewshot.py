@@ -45,7 +45,7 @@ test-split tasks (classes disjoint from training and validation): r inner GD ste
 support set (as in training), then accuracy on the query set (one example per class). The same test tasks
 (key = seed) are used for every estimator and checkpoint of a seed, so comparisons are paired. Curve points
 use ``n_test_curve`` tasks, the final point ``n_test``; 95% CIs are mean +- 1.96 sd / sqrt(n) over test tasks
-(the MAML protocol) per seed; `table2` combines seeds (see there).
+(the MAML protocol) per seed; `ufom_bench.analysis.table2` combines seeds (see there).
 
 **Monte Carlo** (``kind="mc"``): thetas from the Adaptive UFOM run of seed 0 (fresh, or reused from the same
 process) at the fractions ``mc["points"]`` of the budget. For each theta, n tasks from the *training* classes
@@ -126,24 +126,12 @@ from ufom_bench.errors import UserError
 PyTree = Any
 
 ESTIMATORS = ("exact_me", "fom", "reptile", "adaptive_ufom")
-LABELS = {"exact_me": "EXACT", "reptile": "REPTILE", "fom": "FOM", "adaptive_ufom": "AD.UFOM"}
 ADAPTIVE = dict(q_min=0.05, beta=0.99, d2_scale=0.1)  # the paper's settings (Sections 5.2-5.3)
 SOURCES = ("glyphs", "omniglot", "cifar_fs")
 ENV_DIRS = {"omniglot": "UFOM_OMNIGLOT_DIR", "cifar_fs": "UFOM_CIFAR100_DIR"}
 CIFAR_SPLIT = "80/20"  # the paper's CIFAR-100 class split (from its released code)
-SOURCE_NAMES = {"glyphs": "glyphs (offline, font-rendered; not Omniglot)", "omniglot": "Omniglot",
-                "cifar_fs": "CIFAR-100 (CIFAR-FS style)"}
 MC_SOURCE = "adaptive_ufom"  # whose training run supplies the Monte Carlo thetas
 EVAL_CHUNK = 20  # test tasks per vmapped evaluation call
-Z95 = montecarlo.Z95
-
-# The paper's Table 2 as printed (test accuracy, %, 1-shot): (source, m) -> estimator -> accuracy.
-PAPER_TABLE2 = {
-    ("cifar_fs", 20): {"exact_me": 19.9, "reptile": 18.5, "fom": 21.3, "adaptive_ufom": 22.1},
-    ("cifar_fs", 30): {"exact_me": 13.8, "reptile": 11.0, "fom": 12.6, "adaptive_ufom": 14.7},
-    ("omniglot", 30): {"exact_me": 91.6, "reptile": 83.1, "fom": 89.3, "adaptive_ufom": 92.0},
-    ("omniglot", 40): {"exact_me": 87.5, "reptile": 78.2, "fom": 84.88, "adaptive_ufom": 89.1},
-}
 
 _MC_SMALL = dict(points=(0.0, 1.0), n=8, alphas=(0.2, 0.4), rs=(1, 3), qs=(0.05, 0.2, 0.5, 1.0), ways=(3,))
 SCALES = {
@@ -565,87 +553,6 @@ def configs(scale: str) -> list[dict]:
     mc = [{"scale": scale, "kind": "mc", "source": src, "m": int(m), "estimator": MC_SOURCE, "seed": 0}
           for src, m in s["settings"] if m in s["mc"]["ways"]]
     return train + mc
-
-
-# ------------------------------------------------------------------------------------------ summaries
-
-
-def critical_value(se_task, se_seed, seeds, level: float = 0.95):
-    """Two-sided critical value for a mean whose SE is the larger of a test-task SE and a seed SE.
-
-    Test-task SEs rest on hundreds of tasks: normal quantile. A binding seed SE rests on k seeds: Student t
-    with k - 1 degrees of freedom (4.30 for k = 3 at 95%), so that a CI or a z against it keeps its level.
-    """
-    from scipy import stats
-
-    k = np.asarray(seeds, np.float64)
-    t = stats.t.ppf((1 + level) / 2, np.maximum(k - 1, 1))
-    seed_binds = (np.asarray(se_seed, np.float64) > np.asarray(se_task, np.float64)) & (k >= 2)
-    return np.where(seed_binds, t, stats.norm.ppf((1 + level) / 2))
-
-
-def _combine_seeds(per_seed: pd.DataFrame) -> pd.Series:
-    """Mean over seeds of per-seed means; SE = max(test-task SE, seed SE) (the conservative of the two)."""
-    k = len(per_seed)
-    mean = per_seed["accuracy"].mean()
-    se_task = math.sqrt((per_seed["accuracy_se"] ** 2).sum()) / k
-    se_seed = per_seed["accuracy"].std(ddof=1) / math.sqrt(k) if k > 1 else 0.0
-    return pd.Series({"accuracy": mean, "se_task": se_task, "se_seed": se_seed, "se": max(se_task, se_seed),
-                      "seeds": k, "n_tasks": int(per_seed["n_tasks"].sum())})
-
-
-def table2(frame: pd.DataFrame) -> pd.DataFrame:
-    """Table 2 analog: final test accuracy per (source, m, estimator), mean over seeds with its SEs.
-
-    ``se_task``: the test-task SE of the seed mean (sqrt(sum SE_s^2)/k, the MAML protocol's CI source);
-    ``se_seed``: sd of the seed means / sqrt(k) (training randomness); ``se`` the larger one; ``ci95`` =
-    `critical_value` x se (1.96 when the test-task SE binds, t_{0.975, k-1} when the seed SE does), in
-    accuracy units (0..1). Columns also: seeds, n_tasks (summed over seeds), calls (mean spent).
-    """
-    ev = frame[(frame["record"] == "eval")]
-    final = ev[ev["checkpoint"] == ev.groupby(["source", "m", "estimator", "seed"])["checkpoint"].transform("max")]
-    out = final.groupby(["source", "m", "estimator"]).apply(_combine_seeds, include_groups=False).reset_index()
-    calls = final.groupby(["source", "m", "estimator"])["calls"].mean().reset_index(drop=True)
-    out["calls"] = calls.to_numpy()
-    out["ci95"] = critical_value(out["se_task"], out["se_seed"], out["seeds"]) * out["se"]
-    return out
-
-
-def curves(frame: pd.DataFrame) -> pd.DataFrame:
-    """Accuracy against function calls: per (source, m, estimator, checkpoint), mean over seeds and SE."""
-    ev = frame[frame["record"] == "eval"]
-    g = ev.groupby(["source", "m", "estimator", "checkpoint"])
-    out = g.apply(_combine_seeds, include_groups=False).reset_index()
-    out["calls"] = g["calls"].mean().to_numpy()
-    return out
-
-
-def paired_differences(frame: pd.DataFrame, a: str = "adaptive_ufom") -> pd.DataFrame:
-    """Final accuracy of ``a`` minus each other estimator, paired over the same test tasks and seeds.
-
-    Per (source, m, other): diff = mean over seeds of the per-seed mean paired difference; se_task = sd of the
-    per-task differences within seeds combined over seeds; se_seed = sd of the per-seed differences / sqrt(k);
-    se = the larger; z = diff / se; crit = its two-sided 95% `critical_value` (normal or Student t).
-    """
-    tasks = frame[frame["record"] == "task"]
-    rows = []
-    for (src, m), g in tasks.groupby(["source", "m"]):
-        wide = g.pivot_table(index=["seed", "task"], columns="estimator", values="accuracy")
-        if a not in wide:
-            continue
-        for other in [e for e in ESTIMATORS if e != a and e in wide]:
-            d = (wide[a] - wide[other]).dropna()
-            by_seed = d.groupby(level="seed")
-            means, ses = by_seed.mean(), by_seed.std(ddof=1) / np.sqrt(by_seed.count())
-            k = len(means)
-            diff = means.mean()
-            se_task = math.sqrt(float((ses**2).sum())) / k
-            se_seed = means.std(ddof=1) / math.sqrt(k) if k > 1 else 0.0
-            se = max(se_task, se_seed)
-            rows.append({"source": src, "m": int(m), "other": other, "diff": diff, "se_task": se_task,
-                         "se_seed": se_seed, "se": se, "z": diff / se if se > 0 else np.nan, "seeds": k,
-                         "crit": float(critical_value(se_task, se_seed, k))})
-    return pd.DataFrame(rows)
 
 
 # -------------------------------------------------------------------------------- step-size selection

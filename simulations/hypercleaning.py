@@ -343,32 +343,4 @@ def lr_grid(scale: str = "default", seed: int = 0, grid=LR_GRID) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
-TABLE1_COLUMNS = ("test_accuracy", "test_loss", "train_clean_accuracy", "f1", "val_loss")
-
-
-def ci_half_width(sd, n, level: float = 0.95):
-    """Student-t half-width t_{(1+level)/2, n-1} sd / sqrt(n) of a mean over n seeds (NaN where n < 2)."""
-    from scipy import stats
-
-    if not 0 < level < 1:
-        raise UserError(f"level must be in (0, 1), got level = {level!r}")
-    n = np.asarray(n, np.float64)
-    t = stats.t.ppf((1 + level) / 2, np.maximum(n - 1, 1))
-    return np.where(n >= 2, t * np.asarray(sd, np.float64) / np.sqrt(np.maximum(n, 1)), np.nan)
-
-
-def table1(frame: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
-    """Table 1 analog: per estimator, the mean over seeds of the metrics at the full budget, and the
-    Student-t CI half-width at ``level`` (columns ``<metric>_ci``; NaN with one seed), and ``seeds``."""
-    final = frame[frame["record"] == "eval"]
-    if final.empty:
-        raise UserError("frame has no 'eval' rows: is it the output of the hypercleaning experiment?")
-    final = final[final["budget"] == final["budget"].max()]
-    cols = list(TABLE1_COLUMNS)
-    g = final.groupby("estimator")[cols]
-    mean, sd, n = g.mean(), g.std(ddof=1), g.count()
-    half = pd.DataFrame(ci_half_width(sd, n, level), index=mean.index, columns=cols)
-    return mean.join(half.add_suffix("_ci")).assign(seeds=n[cols[0]])
-
-
 CELLS = {"hypercleaning": cell_hypercleaning}

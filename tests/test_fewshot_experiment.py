@@ -9,8 +9,10 @@ import pandas as pd
 import pytest
 
 from report.document import Report, pdf_text
-from report.fewshot import SECTION_TITLE, TABLE_TITLE, add_fewshot_section, fewshot_claims
+from report.fewshot import PAPER_TABLE2, SECTION_TITLE, TABLE_TITLE, add_fewshot_section, fewshot_claims
 from simulations import fewshot as fs
+from simulations import report_settings
+from ufom_bench import analysis
 from ufom_bench.sweep import run_sweep
 
 pytestmark = pytest.mark.usefixtures("x64")  # exactness checks in float64
@@ -45,9 +47,9 @@ def test_smoke_has_the_report_columns(smoke):
     assert set(mc["axis"]) == {"alpha", "r", "q"}
     assert set(mc.loc[mc["axis"] == "r", "r"]) == set(s["mc"]["rs"]) | {s["r"]}
     assert np.all(mc["d2"] > 0) and np.all(mc["v2"] > 0)  # FOM is biased on MAML: G_FO != G
-    t2 = fs.table2(df)
+    t2 = analysis.table2(df)
     assert set(t2["estimator"]) == set(fs.ESTIMATORS) and np.all(t2["ci95"] >= 0)
-    assert len(fs.paired_differences(df)) == len(fs.ESTIMATORS) - 1
+    assert len(analysis.paired_differences(df)) == len(fs.ESTIMATORS) - 1
 
 
 def test_equal_budgets_and_proposition_1_calls(smoke):
@@ -101,7 +103,7 @@ def test_monte_carlo_identity_within_z(smoke):
 def test_report_section_from_the_smoke_run(smoke, tmp_path):
     _, df = smoke
     rep = Report("few-shot smoke", "")
-    add_fewshot_section(rep, df, "smoke")
+    add_fewshot_section(rep, df, "smoke", report_settings("smoke")["fewshot"])
     text = " ".join(pdf_text(rep.build(tmp_path / "fewshot.pdf")).split())  # table cells wrap
     for needle in [SECTION_TITLE, TABLE_TITLE, "NOT Omniglot", "Adaptive UFOM shows the best test accuracy",
                    "Bias and variance on the few-shot workload", "92.0"]:
@@ -110,7 +112,7 @@ def test_report_section_from_the_smoke_run(smoke, tmp_path):
 
 def test_scales_configs_and_errors(monkeypatch):
     paper = fs.configs("paper")
-    assert {(c["source"], c["m"]) for c in paper} == set(fs.PAPER_TABLE2)  # Table 2's grid
+    assert {(c["source"], c["m"]) for c in paper} == set(PAPER_TABLE2)  # Table 2's grid
     assert {c["kind"] for c in fs.configs("default")} == {"train", "mc"}
     assert fs.budget_of("default") == 30 * 5 * (10 + 1 + 45 + 10)
     with pytest.raises(ValueError, match="unknown scale 'huge'"):

@@ -158,16 +158,6 @@ def test_bias_and_second_moment_exact_on_tiny_problem():
     assert np.all(q["q_star"] == 1.0) and np.all((q["q_rule"] >= hc.ADAPTIVE["q_min"]) & (q["q_rule"] < 1))
 
 
-def test_table1_ci_is_student_t():
-    rows = [{"record": "eval", "estimator": "fom", "seed": s, "budget": 10, **{c: float(s) for c in hc.TABLE1_COLUMNS}}
-            for s in range(3)]
-    t = hc.table1(pd.DataFrame(rows))
-    assert t.loc["fom", "test_accuracy"] == 1.0 and t.loc["fom", "seeds"] == 3
-    assert t.loc["fom", "test_accuracy_ci"] == pytest.approx(4.302652729911275 * 1.0 / np.sqrt(3))
-    one = hc.table1(pd.DataFrame(rows[:1]))
-    assert np.isnan(one.loc["fom", "test_accuracy_ci"])
-
-
 def test_truncated_k1_closed_form_scalar():
     """L_in = phi^2/2 - theta phi, L_out = (phi - 1)^2/2, V = 0: phi_j = (1-a) phi_{j-1} + a theta,
     d2 L_in/dtheta dphi = -1, so G = -a * (-1) * (phi_r - 1) = a (phi_r - 1)."""

@@ -182,6 +182,7 @@ def test_long_table_starts_under_its_heading(tmp_path):
 
 def test_divergence_summary_counts_each_experiment_by_its_own_rule():
     from report.build import divergence_summary
+    from ufom_bench.estimators import DIVERGENCE_GROWTH
 
     results = {
         # fig1bc: per-run totals on the "final" rows; curve rows carry no count
@@ -191,7 +192,7 @@ def test_divergence_summary_counts_each_experiment_by_its_own_rule():
         # fewshot: a run-level count repeated on every row of a cell, and Monte Carlo exclusions
         "fewshot": pd.DataFrame({"cell_id": ["a", "a", "m"], "diverged": [1, 1, None], "n_diverged": [None, None, 7]}),
     }
-    text = divergence_summary(results)
+    text = divergence_summary(results, DIVERGENCE_GROWTH)
     assert "fig1bc: 5 refused outer steps" in text
     assert "hypercleaning: 4 refused outer steps" in text
     assert "fewshot: 1 refused meta-steps" in text and "fewshot: 7 excluded Monte Carlo tasks" in text

@@ -87,14 +87,6 @@ def test_ordering_claim_verdicts(acc, verdict):
     assert "z > c" in row["criterion"] and "Student t" in row["criterion"] and "Table 2" in row["source"]
 
 
-def test_critical_value_is_student_t_when_the_seed_se_binds():
-    """Three seeds: a seed-SE-bound z needs |z| > t_{0.975, 2} = 4.30, a task-SE-bound one |z| > 1.96."""
-    from simulations.fewshot import critical_value
-
-    c = critical_value(se_task=[0.01, 0.02, 0.01], se_seed=[0.02, 0.01, 0.02], seeds=[3, 3, 1])
-    np.testing.assert_allclose(c, [4.302653, 1.959964, 1.959964], rtol=1e-6)
-
-
 def test_claims_table_columns_and_rows():
     claims = fewshot_claims(_frame(WINS))
     assert list(claims.columns) == ["claim", "source", "measured", "criterion", "verdict"]

@@ -105,7 +105,7 @@ def _report(args) -> int:
         results = {name: simulations.run(name, args.scale, args.out, executor=executor)
                    for name in simulations.EXPERIMENTS}
         try:
-            pages = build_report(results, args.scale, pdf)
+            pages = build_report(results, args.scale, pdf, simulations.report_settings(args.scale))
         except OSError as exc:
             if exc.errno and exc.filename is None:  # e.g. a full disk names no file
                 raise OSError(exc.errno, exc.strerror or str(exc), pdf) from exc

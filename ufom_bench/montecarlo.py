@@ -39,6 +39,7 @@ from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ufom_bench import estimators
+from ufom_bench.analysis import Z95, ci  # re-exported: the statistics live in analysis
 from ufom_bench.estimators.core import check_theta
 from ufom_bench.estimators.ufom import check_q
 from ufom_bench.problem import Problem, task_at
@@ -64,7 +65,6 @@ __all__ = [
     "to_frame",
 ]
 
-Z95 = 1.959963984540054  # two-sided 95% normal quantile
 METHODS = ("auto", "exact", "sampled")
 AXIS = "samples"  # the mesh axis the sample dimension is sharded over
 
@@ -156,12 +156,6 @@ class Sup(NamedTuple):
     n_cells: int
     n_undefined: int
     method: str
-
-
-def ci(estimate, se, z: float = Z95):
-    """The normal-approximation interval (estimate - z se, estimate + z se)."""
-    estimate, se = np.asarray(estimate), np.asarray(se)
-    return estimate - z * se, estimate + z * se
 
 
 # ---------------------------------------------------------------------------------------------- sampling

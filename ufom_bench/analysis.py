@@ -1,0 +1,313 @@
+"""Statistics of the result tables: tables in, statistics out (the numbers the report shows).
+
+Imports numpy, pandas and scipy.stats only (never JAX), so the report and the command line stay light.
+Normal and Student-t quantiles come from `scipy.stats`, the one-sided paired test from `scipy.stats.ttest_rel`.
+
+    from ufom_bench import analysis
+    analysis.table1(results["hypercleaning"])      # Table 1 analog, mean and t CI over seeds
+    analysis.table2(results["fewshot"])            # Table 2 analog, SE = max(test-task SE, seed SE)
+    analysis.figure_claims(results, D=0.06)        # Theorems 1-2, eq. 15, Figure 1e-f claim rows
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from ufom_bench.errors import UserError
+
+__all__ = [
+    "CLAIM_COLUMNS",
+    "TABLE1_COLUMNS",
+    "Z",
+    "Z95",
+    "alpha_trend_z",
+    "ci",
+    "ci_half_width",
+    "claim_row",
+    "combine_seeds",
+    "critical_value",
+    "curve_ci",
+    "curves",
+    "figure_claims",
+    "identity_z",
+    "mean_ci",
+    "paired_comparison",
+    "paired_differences",
+    "table1",
+    "table2",
+    "verdict",
+]
+
+Z95 = float(stats.norm.ppf(0.975))  # two-sided 95% normal quantile (1.959963984540054)
+Z = 4.0  # the suite's |z| level for claims checked by sampling (|z| < 4, or > 4 for a separation)
+CLAIM_COLUMNS = ("claim", "source", "measured", "criterion", "verdict", "value", "se")
+TABLE1_COLUMNS = ("test_accuracy", "test_loss", "train_clean_accuracy", "f1", "val_loss")
+
+
+# ---------------------------------------------------------------------------------------- intervals
+
+
+def ci(estimate, se, z: float = Z95):
+    """The normal-approximation interval (estimate - z se, estimate + z se)."""
+    estimate, se = np.asarray(estimate), np.asarray(se)
+    return estimate - z * se, estimate + z * se
+
+
+def _check_level(level: float) -> float:
+    if not 0 < level < 1:
+        raise UserError(f"level must be in (0, 1), got level = {level!r}")
+    return level
+
+
+def ci_half_width(sd, n, level: float = 0.95):
+    """Student-t half-width t_{(1+level)/2, n-1} sd / sqrt(n) of a mean over n seeds (NaN where n < 2)."""
+    _check_level(level)
+    n = np.asarray(n, np.float64)
+    t = stats.t.ppf((1 + level) / 2, np.maximum(n - 1, 1))
+    return np.where(n >= 2, t * np.asarray(sd, np.float64) / np.sqrt(np.maximum(n, 1)), np.nan)
+
+
+def mean_ci(values, level: float = 0.95) -> tuple[float, float, int]:
+    """Mean of the finite ``values``, its Student-t CI half-width at ``level`` (NaN for one value), and n."""
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return math.nan, math.nan, 0
+    sd = v.std(ddof=1) if v.size > 1 else math.nan
+    return float(v.mean()), float(ci_half_width(sd, v.size, level)), int(v.size)
+
+
+def critical_value(se_task, se_seed, seeds, level: float = 0.95):
+    """Two-sided critical value for a mean whose SE is the larger of a test-task SE and a seed SE.
+
+    Test-task SEs rest on hundreds of tasks: normal quantile. A binding seed SE rests on k seeds: Student t
+    with k - 1 degrees of freedom (4.30 for k = 3 at 95%), so that a CI or a z against it keeps its level.
+    """
+    _check_level(level)
+    k = np.asarray(seeds, np.float64)
+    t = stats.t.ppf((1 + level) / 2, np.maximum(k - 1, 1))
+    seed_binds = (np.asarray(se_seed, np.float64) > np.asarray(se_task, np.float64)) & (k >= 2)
+    return np.where(seed_binds, t, stats.norm.ppf((1 + level) / 2))
+
+
+# ------------------------------------------------------------------------------------------- claims
+
+
+def verdict(ok: bool | None) -> str:
+    """'holds', 'fails', or 'inconclusive' (``ok`` None)."""
+    return "inconclusive" if ok is None else ("holds" if ok else "fails")
+
+
+def claim_row(claim, source, measured, criterion, ok, value=np.nan, se=np.nan) -> dict:
+    """One row of a claims table (`CLAIM_COLUMNS`)."""
+    return {"claim": claim, "source": source, "measured": measured, "criterion": criterion,
+            "verdict": verdict(ok), "value": float(value), "se": float(se)}
+
+
+def figure_claims(results: Mapping[str, pd.DataFrame], D: float = 0.06) -> pd.DataFrame:
+    """Claims read from the Figure 1 experiments' tables (fig1bc, fig1d, fig1e, fig1f; absent ones skipped).
+
+    Theorem 2 (FOM stalls: final E|dM/dtheta|^2 above the counterexample's D by z > Z) and Theorem 1 (UFOM
+    below D by z < -Z), over independent runs; D^2 <= D_bound^2 (eq. 15, exact expectations); theory q* of
+    (21) against the empirical best q within a factor 2 (Figure 1e); q* lowest at the budget (Figure 1f).
+    """
+    rows = []
+    bc = results.get("fig1bc")
+    if bc is not None:
+        final = bc[bc["record"] == "final"]
+        for est, claim, source, stalls in (("fom", "FOM-SGD stalls: liminf E|dM/dtheta|^2 > D", "Theorem 2", True),
+                                           ("ufom", "UFOM-SGD reaches below D (-> 0)", "Theorem 1", False)):
+            g2 = final.loc[final["estimator"] == est, "grad_final"].to_numpy() ** 2
+            if g2.size < 2:
+                continue
+            se = g2.std(ddof=1) / math.sqrt(g2.size)
+            z = (g2.mean() - D) / se
+            ok = z > Z if stalls else z < -Z
+            rows.append(claim_row(claim, source,
+                                  f"final E|dM/dtheta|^2 = {g2.mean():.3g} +- {se:.2g} (D = {D:g}, z = {z:.1f})",
+                                  f"z {'>' if stalls else '<'} {'' if stalls else '-'}{Z:g} against D", ok,
+                                  g2.mean(), se))
+    d = results.get("fig1d")
+    if d is not None:
+        ratio = (d["D2"] / d["D_bound2"]).max()
+        rows.append(claim_row("D^2 <= D_bound^2", "eq. 15, Lemma 1",
+                              f"max D^2 / D_bound^2 = {ratio:.3g} over {len(d)} alphas",
+                              "ratio <= 1 (exact expectations)", ratio <= 1, ratio))
+    e = results.get("fig1e")
+    if e is not None:
+        per_alpha = e.groupby("alpha").apply(
+            lambda g: pd.Series({"q_emp": g.loc[g["calls_to_target"].idxmin(), "q"], "q_theory": g["q_theory"].iloc[0],
+                                 "q_step": g["q"].diff().max()}), include_groups=False)
+        # the grid cannot resolve q below its smallest value: compare only where q* lies inside the grid
+        inside = per_alpha[per_alpha["q_theory"] >= e["q"].min()]
+        ratio = inside["q_emp"] / inside["q_theory"]
+        err = np.abs(np.log2(ratio))
+        ok = None if inside.empty else bool(err.median() <= 1)
+        rows.append(claim_row("theory q* agrees with the empirical best q", "eqs. 19-21, Figure 1e",
+                              f"q_emp / q* median {ratio.median():.2f} (range {ratio.min():.2f}-{ratio.max():.2f}) "
+                              f"over the {len(inside)} of {len(per_alpha)} alphas with q* >= {e['q'].min():g}",
+                              "median ratio within a factor 2 ('roughly agree')", ok,
+                              ratio.median() if ok is not None else np.nan))
+    f = results.get("fig1f")
+    if f is not None:
+        last = f.sort_values("calls").groupby("q").tail(1).set_index("q")["grad_sq_mean"]
+        qs = sorted(last.index)
+        if len(qs) == 3:
+            fom, q_star, exact = (last[q] for q in qs)
+            ok = q_star < exact and q_star < fom
+            rows.append(claim_row("q* converges fastest at equal function calls", "Figure 1f",
+                                  f"final mean |dM/dtheta|^2: FOM {fom:.3g}, q* = {qs[1]:.3f}: {q_star:.3g}, "
+                                  f"exact {exact:.3g}", "q* lowest of the three at the budget", ok, q_star))
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- hypercleaning (Table 1)
+
+
+def table1(frame: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """Table 1 analog: per estimator, the mean over seeds of the metrics at the full budget, and the
+    Student-t CI half-width at ``level`` (columns ``<metric>_ci``; NaN with one seed), and ``seeds``."""
+    final = frame[frame["record"] == "eval"]
+    if final.empty:
+        raise UserError("frame has no 'eval' rows: is it the output of the hypercleaning experiment?")
+    final = final[final["budget"] == final["budget"].max()]
+    cols = list(TABLE1_COLUMNS)
+    g = final.groupby("estimator")[cols]
+    mean, sd, n = g.mean(), g.std(ddof=1), g.count()
+    half = pd.DataFrame(ci_half_width(sd, n, level), index=mean.index, columns=cols)
+    return mean.join(half.add_suffix("_ci")).assign(seeds=n[cols[0]])
+
+
+def curve_ci(evals: pd.DataFrame, metric: str, log: bool = False, level: float = 0.95) -> pd.DataFrame:
+    """Per (estimator, budget) of the evaluation rows: mean calls, and the mean and Student-t CI half-width at
+    ``level`` of ``metric`` over seeds (of its log10 when ``log``: a geometric mean, for quantities spanning
+    decades). Columns estimator, budget, calls, mean, half; sorted by estimator and budget."""
+    out = []
+    for (est, b), g in evals.groupby(["estimator", "budget"]):
+        v = np.log10(g[metric].clip(lower=1e-30)) if log else g[metric]
+        m, h, _ = mean_ci(v, level)
+        out.append({"estimator": est, "budget": b, "calls": g["calls"].mean(), "mean": m, "half": h})
+    return pd.DataFrame(out).sort_values(["estimator", "budget"])
+
+
+def paired_comparison(final: pd.DataFrame, metric: str, a: str, b: str, higher: bool = True,
+                      level: float = 0.95) -> dict:
+    """``a`` minus ``b`` on ``metric``, paired by seed: mean, t CI half-width at ``level``, and the one-sided
+    paired t test of 'a is better' (higher ``metric`` if ``higher``, else lower) by `scipy.stats.ttest_rel`.
+
+    Returns {mean, ci, t, p, n}; ``t`` is signed so that positive means 'a better'. With n < 2 t and p are
+    NaN; when every paired difference is the same (sd = 0), t = +-inf (0 if all are 0) and p = 0 if a is
+    better, else 1 (scipy returns NaN for 0/0).
+    """
+    wide = final[final["estimator"].isin([a, b])].pivot_table(index="seed", columns="estimator", values=metric)
+    if a not in wide or b not in wide:
+        return {"mean": math.nan, "ci": math.nan, "t": math.nan, "p": math.nan, "n": 0}
+    pair = wide[[a, b]].dropna().to_numpy(np.float64)
+    d = pair[:, 0] - pair[:, 1]
+    n = d.size
+    mean, half, _ = mean_ci(d, level)
+    if n < 2:
+        return {"mean": mean, "ci": math.nan, "t": math.nan, "p": math.nan, "n": n}
+    better = d if higher else -d
+    if d.std(ddof=1) == 0:
+        t = math.inf * np.sign(better.mean()) if better.mean() != 0 else 0.0
+        p = 0.0 if better.mean() > 0 else 1.0
+    else:
+        better_first = pair if higher else pair[:, ::-1]  # H1: the better one's mean is larger
+        res = stats.ttest_rel(better_first[:, 0], better_first[:, 1], alternative="greater")
+        t, p = float(res.statistic), float(res.pvalue)
+    return {"mean": mean, "ci": half, "t": t, "p": p, "n": n}
+
+
+# ---------------------------------------------------------------------------------- few-shot (Table 2)
+
+
+def combine_seeds(per_seed: pd.DataFrame) -> pd.Series:
+    """Mean over seeds of per-seed mean accuracies; SE = max(test-task SE, seed SE) (the conservative one)."""
+    k = len(per_seed)
+    mean = per_seed["accuracy"].mean()
+    se_task = math.sqrt((per_seed["accuracy_se"] ** 2).sum()) / k
+    se_seed = per_seed["accuracy"].std(ddof=1) / math.sqrt(k) if k > 1 else 0.0
+    return pd.Series({"accuracy": mean, "se_task": se_task, "se_seed": se_seed, "se": max(se_task, se_seed),
+                      "seeds": k, "n_tasks": int(per_seed["n_tasks"].sum())})
+
+
+def table2(frame: pd.DataFrame) -> pd.DataFrame:
+    """Table 2 analog: final test accuracy per (source, m, estimator), mean over seeds with its SEs.
+
+    ``se_task``: the test-task SE of the seed mean (sqrt(sum SE_s^2)/k, the MAML protocol's CI source);
+    ``se_seed``: sd of the seed means / sqrt(k) (training randomness); ``se`` the larger one; ``ci95`` =
+    `critical_value` x se (1.96 when the test-task SE binds, t_{0.975, k-1} when the seed SE does), in
+    accuracy units (0..1). Columns also: seeds, n_tasks (summed over seeds), calls (mean spent).
+    """
+    ev = frame[(frame["record"] == "eval")]
+    final = ev[ev["checkpoint"] == ev.groupby(["source", "m", "estimator", "seed"])["checkpoint"].transform("max")]
+    out = final.groupby(["source", "m", "estimator"]).apply(combine_seeds, include_groups=False).reset_index()
+    calls = final.groupby(["source", "m", "estimator"])["calls"].mean().reset_index(drop=True)
+    out["calls"] = calls.to_numpy()
+    out["ci95"] = critical_value(out["se_task"], out["se_seed"], out["seeds"]) * out["se"]
+    return out
+
+
+def curves(frame: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy against function calls: per (source, m, estimator, checkpoint), mean over seeds and SE."""
+    ev = frame[frame["record"] == "eval"]
+    g = ev.groupby(["source", "m", "estimator", "checkpoint"])
+    out = g.apply(combine_seeds, include_groups=False).reset_index()
+    out["calls"] = g["calls"].mean().to_numpy()
+    return out
+
+
+def paired_differences(frame: pd.DataFrame, a: str = "adaptive_ufom",
+                       others: Sequence[str] | None = None) -> pd.DataFrame:
+    """Final accuracy of ``a`` minus each of ``others`` (default: every other estimator of the table, sorted),
+    paired over the same test tasks (records "task") and seeds.
+
+    Per (source, m, other): diff = mean over seeds of the per-seed mean paired difference; se_task = sd of the
+    per-task differences within seeds combined over seeds; se_seed = sd of the per-seed differences / sqrt(k);
+    se = the larger; z = diff / se; crit = its two-sided 95% `critical_value` (normal or Student t).
+    """
+    tasks = frame[frame["record"] == "task"]
+    rows = []
+    for (src, m), g in tasks.groupby(["source", "m"]):
+        wide = g.pivot_table(index=["seed", "task"], columns="estimator", values="accuracy")
+        if a not in wide:
+            continue
+        names = sorted(e for e in wide.columns if e != a) if others is None else others
+        for other in [e for e in names if e != a and e in wide]:
+            d = (wide[a] - wide[other]).dropna()
+            by_seed = d.groupby(level="seed")
+            means, ses = by_seed.mean(), by_seed.std(ddof=1) / np.sqrt(by_seed.count())
+            k = len(means)
+            diff = means.mean()
+            se_task = math.sqrt(float((ses**2).sum())) / k
+            se_seed = means.std(ddof=1) / math.sqrt(k) if k > 1 else 0.0
+            se = max(se_task, se_seed)
+            rows.append({"source": src, "m": int(m), "other": other, "diff": diff, "se_task": se_task,
+                         "se_seed": se_seed, "se": se, "z": diff / se if se > 0 else np.nan, "seeds": k,
+                         "crit": float(critical_value(se_task, se_seed, k))})
+    return pd.DataFrame(rows)
+
+
+def alpha_trend_z(mc: pd.DataFrame) -> np.ndarray:
+    """Per theta (column ``point``) of the few-shot Monte Carlo rows on the alpha axis: the z of D^2 at the
+    largest alpha minus D^2 at the smallest, their SEs combined in quadrature (independent task draws per
+    alpha); NaN where both SEs are 0."""
+    zs = []
+    for _, g in mc.groupby("point"):
+        g = g.sort_values("alpha")
+        lo, hi = g.iloc[0], g.iloc[-1]
+        se = math.hypot(lo["d2_se"], hi["d2_se"])
+        zs.append((hi["d2"] - lo["d2"]) / se if se > 0 else np.nan)
+    return np.asarray(zs, float)
+
+
+def identity_z(mc: pd.DataFrame) -> np.ndarray:
+    """Per (q, theta) row: (E||G_UFO||^2 from direct draws of xi - V^2 - (1/q - 1) D^2) / the SE of that paired
+    difference (Lemma 1's identity; columns ufom_direct, ufom_m2, ufom_diff_se)."""
+    return ((mc["ufom_direct"] - mc["ufom_m2"]) / mc["ufom_diff_se"]).to_numpy(float)
