@@ -37,18 +37,22 @@ CHAIN = 1000 if TINY else 100
 
 PROBLEMS = ("quadratic", "counterexample", "mlp")
 # Every registered estimator (tests/test_benchmarks.py checks this against ufom_bench.estimators.names()).
-ESTIMATORS = ("exact", "exact_me", "fom", "ufom", "adaptive_ufom", "reptile", "truncated")
+ESTIMATORS = ("exact", "exact_me", "fom", "ufom", "adaptive_ufom", "reptile", "truncated", "pzobo", "forward_gradient",
+              "es")
 # The estimators' parameters in every benchmark: ufom's default q, adaptive_ufom's defaults (q_min = 0.05),
-# truncated back-propagation through the last inner step (k = 1).
-ESTIMATOR_PARAMS = {"ufom": {"q": 0.1}, "truncated": {"k": 1}}
+# truncated back-propagation through the last inner step (k = 1); pzobo as its authors run it (one direction,
+# mu = 0.01), forward_gradient and es with one direction (es: mu = 0.01).
+ESTIMATOR_PARAMS = {"ufom": {"q": 0.1}, "truncated": {"k": 1}, "pzobo": {"mu": 0.01, "n_dirs": 1},
+                    "forward_gradient": {"n_dirs": 1}, "es": {"mu": 0.01, "n_dirs": 1}}
 # Timed labels: UFOM and adaptive UFOM with the coin fixed by the PRNG key, xi = 0 (FOM branch) or
 # xi = 1 (exact branch); "ufom" and "adaptive_ufom" alone mean "over the coin" (benchmarks.estimate
 # .EstimateExpected times them at their expectation; counts are averaged over a cycle of keys).
 TIMED = ("exact", "exact_me", "fom", "ufom[xi=0]", "ufom[xi=1]", "adaptive_ufom[xi=0]", "adaptive_ufom[xi=1]",
-         "reptile", "truncated")
+         "reptile", "truncated", "pzobo", "forward_gradient", "es")
 EXPECTED = ("ufom", "adaptive_ufom")
 COUNTED = ("exact", "exact_me", "fom", "ufom[xi=0]", "ufom[xi=1]", "ufom",
-           "adaptive_ufom[xi=0]", "adaptive_ufom[xi=1]", "adaptive_ufom", "reptile", "truncated")
+           "adaptive_ufom[xi=0]", "adaptive_ufom[xi=1]", "adaptive_ufom", "reptile", "truncated", "pzobo",
+           "forward_gradient", "es")
 # Keys per expectation cycle: q N is an integer for ufom (q = 0.1: 2 exact draws in 20) and for
 # adaptive_ufom at its initial state (q = q_min = 0.05: 1 in 20), so the mean over one cycle of
 # consecutive estimates is the expectation over xi, exactly.

@@ -5,7 +5,8 @@ Each formula is derived from its definition and compared with the paper's printe
 Numeric functions take numpy or jax inputs (jax ones stay traceable under `jax.jit`).
 
 Modules: cost (Proposition 1, C_det, C_rnd), bias (D_bound, eq. 15), moments (UFOM's moments over xi,
-Lemma 1), choice_of_q (time model (19), condition (20), quadratic (21), q*, the released code's variant).
+Lemma 1), choice_of_q (time model (19), condition (20), quadratic (21), q*, the released code's variant),
+zeroth_order (costs and tr Cov of pzobo, forward_gradient, es beside UFOM's).
 """
 
 from theory._sym import Check
@@ -13,6 +14,8 @@ from theory.bias import d_bound, d_bound_const
 from theory.checks import all_checks, latex, mismatches
 from theory.cost import branch_calls, branch_total, costs, expected_calls
 from theory.moments import fom_bias, lemma1_bound, ufom_second_moment, ufom_xi_variance
+from theory.zeroth_order import (direction_trace_cov, es_trace_cov, forward_gradient_trace_cov, pzobo_trace_cov,
+                                 zeroth_order_calls)
 from theory.choice_of_q import (
     DEFAULT_MODEL,
     MODELS,
@@ -58,4 +61,9 @@ __all__ = [
     "time_model",
     "ufom_second_moment",
     "ufom_xi_variance",
+    "direction_trace_cov",
+    "es_trace_cov",
+    "forward_gradient_trace_cov",
+    "pzobo_trace_cov",
+    "zeroth_order_calls",
 ]

@@ -14,14 +14,18 @@ from ufom_bench.estimators.core import COUNT, DIVERGENCE_GROWTH, Estimator, Info
 from ufom_bench.estimators.adaptive_ufom import AdaptiveState, adaptive_ufom
 from ufom_bench.estimators.exact import exact
 from ufom_bench.estimators.exact_me import exact_me
+from ufom_bench.estimators.es import es
 from ufom_bench.estimators.fom import fom
+from ufom_bench.estimators.forward_gradient import forward_gradient
 from ufom_bench.estimators.pair import pair
+from ufom_bench.estimators.pzobo import pzobo
 from ufom_bench.estimators.reptile import reptile
 from ufom_bench.estimators.truncated import truncated
 from ufom_bench.estimators.ufom import ufom
 from ufom_bench.errors import UserError
 
-__all__ = ["COUNT", "DIVERGENCE_GROWTH", "PathCheck", "core", "AdaptiveState", "Estimator", "Info", "adaptive_ufom", "exact", "exact_me", "fom", "ufom", "pair", "reptile", "truncated", "get", "names", "register"]
+__all__ = ["COUNT", "DIVERGENCE_GROWTH", "PathCheck", "core", "AdaptiveState", "Estimator", "Info", "adaptive_ufom", "exact", "exact_me", "fom", "ufom", "pair", "reptile", "truncated", "pzobo", "forward_gradient", "es",
+           "get", "names", "register"]
 
 _REGISTRY: dict[str, Callable[..., Estimator]] = {}
 
@@ -46,5 +50,6 @@ def names() -> list[str]:
 
 
 for _name, _factory in [("exact", exact), ("exact_me", exact_me), ("fom", fom), ("ufom", ufom), ("adaptive_ufom", adaptive_ufom),
-                       ("reptile", reptile), ("truncated", truncated)]:
+                       ("reptile", reptile), ("truncated", truncated), ("pzobo", pzobo), ("forward_gradient", forward_gradient),
+                       ("es", es)]:
     register(_name, _factory)
