@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import Callable
 
 from ufom_bench.estimators import core
-from ufom_bench.estimators.core import COUNT, DIVERGENCE_GROWTH, Estimator, Info, PathCheck
+from ufom_bench.estimators.core import COUNT, DIVERGENCE_GROWTH, Estimator, Info, NotApplicable, PathCheck
 from ufom_bench.estimators.adaptive_ufom import AdaptiveState, adaptive_ufom
 from ufom_bench.estimators.exact import exact
 from ufom_bench.estimators.exact_me import exact_me
 from ufom_bench.estimators.fom import fom
+from ufom_bench.estimators.implicit import implicit_cg, neumann
 from ufom_bench.estimators.pair import pair
 from ufom_bench.estimators.reptile import reptile
 from ufom_bench.estimators.truncated import truncated
@@ -45,6 +46,16 @@ def names() -> list[str]:
     return list(_REGISTRY)
 
 
+def not_applicable(estimator: Estimator | str, problem, theta=None, task=None) -> str | None:
+    """Why ``estimator`` (an `Estimator`, or a registered name with its defaults) is not defined on
+    ``problem``, or None: `core.not_applicable` (static; the estimate raises `NotApplicable` with it)."""
+    est = get(estimator) if isinstance(estimator, str) else estimator
+    return core.not_applicable(est, problem, theta, task)
+
+
 for _name, _factory in [("exact", exact), ("exact_me", exact_me), ("fom", fom), ("ufom", ufom), ("adaptive_ufom", adaptive_ufom),
                        ("reptile", reptile), ("truncated", truncated)]:
+    register(_name, _factory)
+__all__ += ["NotApplicable", "not_applicable", "implicit_cg", "neumann"]
+for _name, _factory in [("implicit_cg", implicit_cg), ("neumann", neumann)]:
     register(_name, _factory)
