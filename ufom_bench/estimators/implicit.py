@@ -105,9 +105,10 @@ def _implicit(name: str, solve):
         core.require(name, theta_in_losses, problem, theta, task)
         phi, grads, check = core.inner_loop(problem, theta, task, jnp.zeros((), core.COUNT))
         b1, b2, grads, check = core.outer_grads(problem, theta, phi, task, grads, check)
-        matvec = lambda v: core.hvp(problem, theta, phi, task, v)[1]  # H v (H is symmetric)
-        v, hvps = solve(problem, matvec, b2)
-        h_theta, _ = core.hvp(problem, theta, phi, task, v)  # the mixed product: one more HVP
+        # One linearisation of dL_in/dphi at (theta, phi_r); each call of its VJP is one HVP (`core.hvp`).
+        _, vjp = jax.vjp(lambda th, ph: core.inner_grad(problem, th, ph, task), theta, phi)
+        v, hvps = solve(problem, lambda p: vjp(p)[1], b2)  # H p (H is symmetric)
+        h_theta, _ = vjp(v)  # the mixed product (d2 L_in/dtheta dphi)^T v: one more HVP
         g = tmap(jnp.subtract, b1, h_theta)
         return g, core.info(g, grads, hvps + 1, False, 0.0, check), state
 
