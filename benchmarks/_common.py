@@ -38,21 +38,22 @@ CHAIN = 1000 if TINY else 100
 PROBLEMS = ("quadratic", "counterexample", "mlp")
 # Every registered estimator (tests/test_benchmarks.py checks this against ufom_bench.estimators.names()).
 ESTIMATORS = ("exact", "exact_me", "fom", "ufom", "adaptive_ufom", "reptile", "truncated", "pzobo", "forward_gradient",
-              "es")
+              "es", "implicit_cg", "neumann")
 # The estimators' parameters in every benchmark: ufom's default q, adaptive_ufom's defaults (q_min = 0.05),
 # truncated back-propagation through the last inner step (k = 1); pzobo as its authors run it (one direction,
-# mu = 0.01), forward_gradient and es with one direction (es: mu = 0.01).
+# mu = 0.01), forward_gradient and es with one direction (es: mu = 0.01); 10 CG iterations, 10 Neumann terms.
 ESTIMATOR_PARAMS = {"ufom": {"q": 0.1}, "truncated": {"k": 1}, "pzobo": {"mu": 0.01, "n_dirs": 1},
-                    "forward_gradient": {"n_dirs": 1}, "es": {"mu": 0.01, "n_dirs": 1}}
+                    "forward_gradient": {"n_dirs": 1}, "es": {"mu": 0.01, "n_dirs": 1}, "implicit_cg": {"iters": 10},
+                    "neumann": {"terms": 10}}
 # Timed labels: UFOM and adaptive UFOM with the coin fixed by the PRNG key, xi = 0 (FOM branch) or
 # xi = 1 (exact branch); "ufom" and "adaptive_ufom" alone mean "over the coin" (benchmarks.estimate
 # .EstimateExpected times them at their expectation; counts are averaged over a cycle of keys).
 TIMED = ("exact", "exact_me", "fom", "ufom[xi=0]", "ufom[xi=1]", "adaptive_ufom[xi=0]", "adaptive_ufom[xi=1]",
-         "reptile", "truncated", "pzobo", "forward_gradient", "es")
+         "reptile", "truncated", "pzobo", "forward_gradient", "es", "implicit_cg", "neumann")
 EXPECTED = ("ufom", "adaptive_ufom")
 COUNTED = ("exact", "exact_me", "fom", "ufom[xi=0]", "ufom[xi=1]", "ufom",
            "adaptive_ufom[xi=0]", "adaptive_ufom[xi=1]", "adaptive_ufom", "reptile", "truncated", "pzobo",
-           "forward_gradient", "es")
+           "forward_gradient", "es", "implicit_cg", "neumann")
 # Keys per expectation cycle: q N is an integer for ufom (q = 0.1: 2 exact draws in 20) and for
 # adaptive_ufom at its initial state (q = q_min = 0.05: 1 in 20), so the mean over one cycle of
 # consecutive estimates is the expectation over xi, exactly.
@@ -73,17 +74,21 @@ def recomputes(label: str) -> bool:
     return name == "exact_me" or (name in EXPECTED and xi != 0)
 
 
-# Estimators defined only on some problems: Reptile's direction theta - phi_r needs V(theta, T) = theta.
-DEFINED_ON = {"reptile": ("counterexample", "mlp")}
+def undefined(label: str, problem: str, r: int | None = None, built=None) -> str | None:
+    """Why ``label`` is not defined on ``problem`` (skipped by every benchmark, compile-only ones too), or None.
 
+    The estimator's own rule, `ufom_bench.estimators.not_applicable` (the one the estimate raises
+    `NotApplicable` with): Reptile needs V(theta, T) = theta (so it runs on counterexample and mlp only), the
+    implicit estimators need theta in L_out or dL_in/dphi (so not on counterexample and mlp, MAML-type).
+    Asked of ``built`` = (Problem, theta, task), default `build_problem(problem, r)` (cached; r defaults to
+    the first of R_VALUES: the rules read shapes and traced programs, not r). Imports JAX: call it from
+    setup only, never at module import.
+    """
+    from ufom_bench import estimators
 
-def undefined(label: str, problem: str) -> str | None:
-    """Why ``label`` is not defined on ``problem`` (skipped by every benchmark, compile-only ones too), or None."""
     name, _ = parse(label)
-    if name in DEFINED_ON and problem not in DEFINED_ON[name]:
-        return (f"{name} needs V(theta, T) = theta; {problem} has another V (defined on "
-                f"{', '.join(DEFINED_ON[name])})")
-    return None
+    prob, theta, task = build_problem(problem, R_VALUES[0] if r is None else r) if built is None else built
+    return estimators.not_applicable(make_estimator(name), prob, theta, task)
 
 
 def not_applicable(label: str, r: int, problem: str) -> str | None:
@@ -95,8 +100,9 @@ def not_applicable(label: str, r: int, problem: str) -> str | None:
     These combinations are skipped on the quadratic and the mlp (r > R_RECOMPUTE_MAX) and kept on the
     scalar counterexample. Compile-only benchmarks (compile time, temp bytes) skip only undefined combinations.
     """
-    if undefined(label, problem):
-        return undefined(label, problem)
+    reason = undefined(label, problem, r)
+    if reason:
+        return reason
     if recomputes(label) and r > R_RECOMPUTE_MAX and problem != "counterexample":
         return (f"{label} at r = {r} on {problem}: r(r-1)/2 = {r * (r - 1) // 2} recomputation gradient calls per "
                 f"estimate is too slow to time (skipped for r > {R_RECOMPUTE_MAX} except on the counterexample)")
@@ -105,8 +111,10 @@ def not_applicable(label: str, r: int, problem: str) -> str | None:
 
 # ------------------------------------------------------------------------------------------- building
 
+@functools.lru_cache(maxsize=None)
 def build_problem(problem: str, r: int):
-    """(Problem, theta, task) for a problem label and r, float32. The task is the one drawn with PRNGKey(0)."""
+    """(Problem, theta, task) for a problem label and r, float32. The task is the one drawn with PRNGKey(0).
+    Cached per process (`undefined` and the workloads share one build)."""
     import jax
     import jax.numpy as jnp
 

@@ -11,7 +11,9 @@ Labels: as in benchmarks._common, UFOM (q = 0.1) and Adaptive UFOM with the coin
 grads); "truncated" (k = 1) is the experiment's extra row "truncated_k1" (back-propagation through the last
 inner step).
 Reptile is registered but not defined here (its direction theta - phi_r needs V(theta, T) = theta, and
-hypercleaning's V is a fixed phi_0): its combinations raise NotImplementedError (`skip_reason`).
+hypercleaning's V is a fixed phi_0): its combinations raise NotImplementedError (`skip_reason`, the
+estimator's own rule, `ufom_bench.estimators.not_applicable`). implicit_cg and neumann are defined (theta
+weighs the examples of L_in).
 UFOM_BENCH_TINY=1 shrinks the problem (20 examples, hidden 4) and r to (1, 2).
 
 FOM's estimate on this problem is the constant 0 (eqs. 10-11: neither V nor L_out depends on theta), and XLA
@@ -34,7 +36,7 @@ PROGRAMS = tuple(C.ESTIMATORS)  # one compiled program per estimator (both branc
 def skip_reason(class_name: str, params: dict) -> str | None:
     """Why a combination does not apply (its setup raises NotImplementedError), or None."""
     del class_name
-    return C.undefined(params["estimator"], "hypercleaning")
+    return C.undefined(params["estimator"], "hypercleaning", built=build(params["r"]))
 
 
 @functools.lru_cache(maxsize=None)

@@ -6,13 +6,15 @@ Numeric functions take numpy or jax inputs (jax ones stay traceable under `jax.j
 
 Modules: cost (Proposition 1, C_det, C_rnd), bias (D_bound, eq. 15), moments (UFOM's moments over xi,
 Lemma 1), choice_of_q (time model (19), condition (20), quadratic (21), q*, the released code's variant),
-zeroth_order (costs and tr Cov of pzobo, forward_gradient, es beside UFOM's).
+zeroth_order (costs and tr Cov of pzobo, forward_gradient, es beside UFOM's), implicit (grad and HVP calls of
+implicit_cg and neumann).
 """
 
 from theory._sym import Check
 from theory.bias import d_bound, d_bound_const
 from theory.checks import all_checks, latex, mismatches
 from theory.cost import branch_calls, branch_total, costs, expected_calls
+from theory.implicit import implicit_cg_calls, neumann_calls
 from theory.moments import fom_bias, lemma1_bound, ufom_second_moment, ufom_xi_variance
 from theory.zeroth_order import (direction_trace_cov, es_trace_cov, forward_gradient_trace_cov, pzobo_trace_cov,
                                  zeroth_order_calls)
@@ -52,9 +54,11 @@ __all__ = [
     "dT_dq_at_1_positive",
     "expected_calls",
     "fom_bias",
+    "implicit_cg_calls",
     "latex",
     "lemma1_bound",
     "mismatches",
+    "neumann_calls",
     "optimal_q",
     "optimal_q_jax",
     "optimal_q_time_sqrt_variance",

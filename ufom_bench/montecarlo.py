@@ -565,3 +565,251 @@ def to_frame(cells: Moments | Sequence[Moments], thetas: PyTree | None = None, *
     for name, value in columns.items():
         frame[name] = value
     return frame
+
+
+# ---------------------------------------------------------------------------------------------- any estimator
+#
+# The generic path (DESIGN.md, "Monte Carlo for any estimator"): per task, n_keys draws of the estimator
+# beside the exact G of the same task (Algorithm 2), so that bias, the two parts of the variance, the MSE
+# and the mean cost come from one [tasks, keys, s] array. Everything above this line is about the pair
+# (G_FO, G); nothing here changes it.
+
+
+class EstimatorSamples(NamedTuple):
+    """Per (task, key) estimates of one estimator at one theta, beside the exact G of each task.
+
+    g: [m, s] the exact G per task (Algorithm 2; ravel_pytree(theta) order). est: [m, K, s] the estimates.
+    grad_calls, hvp_calls: [m, K] counted calls (`Info`). weight: [m] the probability of each task row
+    (exact: task_probs; sampled: 1/m). finite: [m] whether G and all K estimates of the row are finite and
+    not diverged (other rows are excluded). method: "exact" or "sampled". name: the estimator's name.
+    """
+
+    g: jax.Array
+    est: jax.Array
+    grad_calls: jax.Array
+    hvp_calls: jax.Array
+    weight: jax.Array
+    finite: jax.Array
+    method: str
+    name: str
+
+
+class EstimatorMoments(NamedTuple):
+    """Bias, variance split, MSE and mean cost of an estimator against the exact G, at one theta.
+
+    With m_T = E_key[G_hat | T] (the estimator's mean given the task) and G the exact gradient of task T:
+    bias, bias_se: E_T E_key [G_hat - G] (vector, ravel_pytree(theta) order) and per-coordinate SEs.
+    bias2, bias2_se: ||bias||^2, unbiased (||b_hat||^2 - tr Cov(b_hat)), and its SE (normal approximation,
+      sqrt(4 b^T Cov b + 2 ||Cov||_F^2)).
+    var_task, var_task_se: tr Cov_T(m_T), the part of the variance due to the task (corrected for the
+      noise of m_T's estimate from K keys).
+    var_est, var_est_se: E_T tr Cov_key(G_hat | T), the estimator's own randomness (0 for deterministic ones).
+      var_task + var_est = tr Cov(G_hat) over (T, key) (the law of total variance): `var`.
+    mse, mse_se: E_T E_key ||G_hat - G||^2 = E_T ||m_T - G||^2 + var_est.
+    grad_calls, grad_calls_se, hvp_calls, hvp_calls_se: mean counted calls per estimate and their SEs.
+    meta_grad: E_T [G] = dM_r/dtheta (vector). n: tasks (exact) or task draws (sampled). n_keys: K.
+    n_diverged: task rows excluded (their G or one of their estimates diverged or is not finite).
+    method: "exact" (SEs from the keys alone) or "sampled" (SEs over i.i.d. tasks). name: the estimator.
+    """
+
+    bias: np.ndarray
+    bias_se: np.ndarray
+    bias2: float
+    bias2_se: float
+    var_task: float
+    var_task_se: float
+    var_est: float
+    var_est_se: float
+    mse: float
+    mse_se: float
+    grad_calls: float
+    grad_calls_se: float
+    hvp_calls: float
+    hvp_calls_se: float
+    meta_grad: np.ndarray
+    n: int
+    n_keys: int
+    n_diverged: int
+    method: str
+    name: str
+
+    @property
+    def var(self) -> float:
+        """tr Cov(G_hat) over tasks and keys: var_task + var_est."""
+        return self.var_task + self.var_est
+
+    def ci(self, field: str = "bias2", z: float = Z95):
+        """(lo, hi) = estimate -+ z * SE for a field with a ``<field>_se``."""
+        return ci(getattr(self, field), getattr(self, field + "_se"), z)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 6))
+def _estimates_chunked(estimator, problem: Problem, theta, state, specs, keys, sampled: bool):
+    """(G, estimates, grad calls, HVP calls, bad) for rows laid out as [chunks, chunk] (keys: [.., .., K])."""
+    reference = estimators.exact()
+
+    def one(spec, row_keys):
+        task = problem.sample_task(spec) if sampled else task_at(problem, spec)
+        g, info_g, _ = reference.estimate(problem, theta, task, None, ())
+
+        def draw(key):
+            est, info, _ = estimator.estimate(problem, theta, task, key, state)
+            return ravel_pytree(est)[0], info.grad_calls, info.hvp_calls, info.diverged | ~info.finite
+
+        est, grads, hvps, bad = jax.vmap(draw)(row_keys)
+        return ravel_pytree(g)[0], est, grads, hvps, info_g.diverged | jnp.any(bad)
+
+    return jax.lax.map(lambda xs: jax.vmap(one)(*xs), (specs, keys))
+
+
+def estimator_samples(problem: Problem, estimator, theta: PyTree | None = None, n_tasks: int | None = None,
+                      n_keys: int = 2, key=None, *, state=None, method: str = "auto",
+                      chunk_size: int = 256) -> EstimatorSamples:
+    """n_keys estimates per task of any estimator at theta, beside the exact G of the same task.
+
+    Args:
+      problem: the ABLO problem. estimator: an `Estimator` or a registered name (built with its defaults).
+      theta: shaped like ``problem.theta0`` (default theta0).
+      n_tasks: task draws (sampled mode; unused in exact mode, where every task of ``problem.tasks`` is a row).
+      n_keys: estimator keys per task, K >= 2 (two make the within-task variance estimable).
+      key: PRNG key: k_tasks, k_est = split(key); task draws split(k_tasks, n_tasks), row i's estimator keys
+        split(fold_in(k_est, i), K).
+      state: the estimator's state given to every estimate (default ``estimator.init(theta)``; not advanced).
+      method: "auto" (exact when the problem has a finite task set), "exact" or "sampled".
+      chunk_size: estimates computed at once, about (task rows per chunk) x K; rows are vmapped within a
+        chunk, chunks run in sequence, and each chunk is sharded across ``jax.devices()``.
+    Raises:
+      `estimators.NotApplicable` (a UserError) when the estimator is not defined on the problem; UserError
+      for a bad n_tasks, n_keys, chunk_size, method or missing key.
+    """
+    est = estimators.get(estimator) if isinstance(estimator, str) else estimator
+    theta = problem.theta0 if theta is None else jax.tree_util.tree_map(jnp.asarray, theta)
+    check_theta(problem, theta)
+    reason = estimators.not_applicable(est, problem, theta)
+    if reason is not None:
+        raise estimators.NotApplicable(reason)
+    method = _resolve_method(problem, method)
+    n_keys = _check_n(n_keys, "n_keys (estimator keys per task)", 2)
+    chunk_size = _check_n(chunk_size, "chunk_size")
+    if key is None:
+        raise UserError("estimator_samples needs a PRNG key (the estimator's keys, and tasks when sampled)")
+    state = est.init(theta) if state is None else state
+    k_tasks, k_est = jax.random.split(key)
+    if method == "exact":
+        rows = problem.num_tasks
+        specs = jnp.arange(rows, dtype=jnp.int32)
+        weight = np.asarray(problem.task_probs, np.float64)
+    else:
+        rows = _check_n(n_tasks, "n_tasks (task draws)")
+        specs = jax.random.split(k_tasks, rows)
+        weight = np.full((rows,), 1.0 / rows)
+    keys = jax.vmap(lambda i: jax.random.split(jax.random.fold_in(k_est, i), n_keys))(jnp.arange(rows))
+
+    devices = jax.devices()
+    per_chunk = max(1, min(chunk_size // n_keys, rows))
+    chunk = -(-per_chunk // len(devices)) * len(devices)  # task rows per chunk, a multiple of the devices
+    n_chunks = -(-rows // chunk)
+    idx = np.minimum(np.arange(n_chunks * chunk), rows - 1)  # padding repeats the last row; dropped below
+    shape = lambda x: x[idx].reshape((n_chunks, chunk) + x.shape[1:])
+    sharding = NamedSharding(Mesh(np.asarray(devices), (AXIS,)), PartitionSpec(None, AXIS))
+    specs, keys = jax.device_put((shape(specs), shape(keys)), sharding)
+    out = _estimates_chunked(est, problem, theta, state, specs, keys, method == "sampled")
+    g, est_g, grads, hvps, bad = (x.reshape((n_chunks * chunk,) + x.shape[2:])[:rows] for x in out)
+    finite = ~bad & jnp.all(jnp.isfinite(g), -1) & jnp.all(jnp.isfinite(est_g), (-2, -1))
+    return EstimatorSamples(g, est_g, grads, hvps, weight, finite, method, est.name)
+
+
+def _frob2_gram(z: np.ndarray) -> float:
+    """||Z^T Z||_F^2 = ||Z Z^T||_F^2, from the smaller Gram matrix."""
+    gram = z @ z.T if z.shape[0] <= z.shape[1] else z.T @ z
+    return float(np.sum(gram**2))
+
+
+def estimator_moments_of(samples: EstimatorSamples) -> EstimatorMoments:
+    """`EstimatorMoments` of samples already computed (host arithmetic in float64).
+
+    Exact mode: tasks are weighted by their probabilities and the only noise is the keys', so SEs come from
+    the within-task spread over K keys (sum_i w_i^2 Var_k(.) / K). Sampled mode: tasks are i.i.d., SEs are
+    sd over tasks of per-task means / sqrt(n_eff). Rows not finite are excluded and the weights renormalised.
+    SEs of the variance parts use first-order (delta-method) approximations; they are good when K and the
+    number of tasks are large.
+    """
+    ok = np.asarray(samples.finite, bool)
+    if not ok.any():
+        raise UserError(f"{samples.name}: every task row diverged or is not finite; nothing to estimate")
+    g = np.asarray(samples.g, np.float64)[ok]
+    est = np.asarray(samples.est, np.float64)[ok]
+    calls = [np.asarray(c, np.float64)[ok] for c in (samples.grad_calls, samples.hvp_calls)]
+    w = np.asarray(samples.weight, np.float64)[ok]
+    w = w / w.sum()
+    n, k = est.shape[0], est.shape[1]
+    sampled = samples.method == "sampled"
+    if sampled and n < 2:
+        raise UserError(f"{samples.name}: sampled mode needs at least 2 finite task draws, got {n}")
+
+    def mean_se(x):
+        """x: [n, K, ...] per (task, key): the weighted mean over tasks of the key means, and its SE."""
+        xbar = x.mean(1)
+        mean = np.tensordot(w, xbar, 1)
+        if sampled:
+            se = np.sqrt(np.tensordot(w, (xbar - mean) ** 2, 1) / (n - 1))
+        else:
+            se = np.sqrt(np.tensordot(w**2, x.var(1, ddof=1), 1) / k)
+        return mean, se
+
+    err = est - g[:, None, :]  # G_hat - G
+    bias, bias_se = mean_se(err)
+    # Cov(b_hat) = Z^T Z: over tasks (sampled) or over keys within tasks (exact).
+    if sampled:
+        z = (err.mean(1) - bias) * np.sqrt(w / (n - 1))[:, None]
+    else:
+        z = ((err - err.mean(1, keepdims=True)) * np.sqrt(w**2 / (k * (k - 1)))[:, None, None]).reshape(n * k, -1)
+    tr_cov = float(np.sum(z**2))
+    bias2 = float(bias @ bias) - tr_cov
+    bias2_se = math.sqrt(max(4 * float(np.sum((z @ bias) ** 2)) + 2 * _frob2_gram(z), 0.0))
+    mse, mse_se = mean_se(np.sum(err**2, -1))
+
+    m_hat = est.mean(1)  # m_T estimated from K keys
+    dev = est - m_hat[:, None, :]
+    d = np.sum(dev**2, -1) * k / (k - 1)  # mean over keys: the unbiased tr Cov_key(G_hat | T)
+    var_est, var_est_se = mean_se(d)
+    y = d.mean(1)
+    m_bar = w @ m_hat
+    spread = np.sum((m_hat - m_bar) ** 2, -1)
+    if sampled:  # E[(n/(n-1)) sum_i w_i ||m_hat_i - m_bar||^2] = var_task + E[y]/K
+        u = n / (n - 1) * spread - y / k
+        var_task = float(np.mean(u))
+        var_task_se = float(np.std(u, ddof=1) / math.sqrt(n))
+    else:  # E[sum_i w_i ||m_hat_i - m_bar||^2] = var_task + sum_i w_i (1 - w_i) y_i / K
+        var_task = float(w @ spread - w @ ((1 - w) * y) / k)
+        proj = np.einsum("nks,ns->nk", est, m_hat - m_bar)  # delta method: d/dm_hat_i = 2 w_i (m_hat_i - m_bar)
+        var_task_se = float(np.sqrt(np.sum(4 * w**2 * proj.var(1, ddof=1) / k)))
+    (grads, grads_se), (hvps, hvps_se) = (mean_se(c) for c in calls)
+    return EstimatorMoments(
+        bias=bias, bias_se=bias_se, bias2=bias2, bias2_se=bias2_se,
+        var_task=var_task, var_task_se=var_task_se, var_est=float(var_est), var_est_se=float(var_est_se),
+        mse=float(mse), mse_se=float(mse_se),
+        grad_calls=float(grads), grad_calls_se=float(grads_se), hvp_calls=float(hvps), hvp_calls_se=float(hvps_se),
+        meta_grad=w @ g, n=int(n), n_keys=int(k), n_diverged=int((~ok).sum()), method=samples.method,
+        name=samples.name,
+    )
+
+
+def estimator_moments(problem: Problem, estimator, theta: PyTree | None = None, n_tasks: int | None = None,
+                      n_keys: int = 2, key=None, *, state=None, method: str = "auto",
+                      chunk_size: int = 256) -> EstimatorMoments:
+    """Bias (vector and squared norm), variance (task part and the estimator's own), MSE and mean counted
+    calls of any registered estimator against the exact G of the same task, at one theta.
+
+    ``estimator_moments_of(estimator_samples(...))``; the arguments are `estimator_samples`'. Exact over a
+    finite task set (``method="auto"``): every task, K keys each, SEs from the keys alone (0 for a
+    deterministic estimator). Example::
+
+        m = montecarlo.estimator_moments(problem, "ufom", theta, n_keys=1000, key=jax.random.PRNGKey(0))
+        m.var_est   # ~ (1/q - 1) D^2(theta) for UFOM (Lemma 1's per-task identity)
+    """
+    return estimator_moments_of(estimator_samples(problem, estimator, theta, n_tasks, n_keys, key, state=state,
+                                                  method=method, chunk_size=chunk_size))
+
+
+__all__ += ["EstimatorSamples", "EstimatorMoments", "estimator_samples", "estimator_moments", "estimator_moments_of"]

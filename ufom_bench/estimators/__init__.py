@@ -10,13 +10,14 @@ from __future__ import annotations
 from typing import Callable
 
 from ufom_bench.estimators import core
-from ufom_bench.estimators.core import COUNT, DIVERGENCE_GROWTH, Estimator, Info, PathCheck
+from ufom_bench.estimators.core import COUNT, DIVERGENCE_GROWTH, Estimator, Info, NotApplicable, PathCheck
 from ufom_bench.estimators.adaptive_ufom import AdaptiveState, adaptive_ufom
 from ufom_bench.estimators.exact import exact
 from ufom_bench.estimators.exact_me import exact_me
 from ufom_bench.estimators.es import es
 from ufom_bench.estimators.fom import fom
 from ufom_bench.estimators.forward_gradient import forward_gradient
+from ufom_bench.estimators.implicit import implicit_cg, neumann
 from ufom_bench.estimators.pair import pair
 from ufom_bench.estimators.pzobo import pzobo
 from ufom_bench.estimators.reptile import reptile
@@ -24,8 +25,9 @@ from ufom_bench.estimators.truncated import truncated
 from ufom_bench.estimators.ufom import ufom
 from ufom_bench.errors import UserError
 
-__all__ = ["COUNT", "DIVERGENCE_GROWTH", "PathCheck", "core", "AdaptiveState", "Estimator", "Info", "adaptive_ufom", "exact", "exact_me", "fom", "ufom", "pair", "reptile", "truncated", "pzobo", "forward_gradient", "es",
-           "get", "names", "register"]
+__all__ = ["COUNT", "DIVERGENCE_GROWTH", "PathCheck", "core", "AdaptiveState", "Estimator", "Info", "NotApplicable",
+           "adaptive_ufom", "exact", "exact_me", "fom", "ufom", "pair", "reptile", "truncated", "pzobo",
+           "forward_gradient", "es", "implicit_cg", "neumann", "get", "names", "not_applicable", "register"]
 
 _REGISTRY: dict[str, Callable[..., Estimator]] = {}
 
@@ -49,7 +51,14 @@ def names() -> list[str]:
     return list(_REGISTRY)
 
 
+def not_applicable(estimator: Estimator | str, problem, theta=None, task=None) -> str | None:
+    """Why ``estimator`` (an `Estimator`, or a registered name with its defaults) is not defined on
+    ``problem``, or None: `core.not_applicable` (static; the estimate raises `NotApplicable` with it)."""
+    est = get(estimator) if isinstance(estimator, str) else estimator
+    return core.not_applicable(est, problem, theta, task)
+
+
 for _name, _factory in [("exact", exact), ("exact_me", exact_me), ("fom", fom), ("ufom", ufom), ("adaptive_ufom", adaptive_ufom),
                        ("reptile", reptile), ("truncated", truncated), ("pzobo", pzobo), ("forward_gradient", forward_gradient),
-                       ("es", es)]:
+                       ("es", es), ("implicit_cg", implicit_cg), ("neumann", neumann)]:
     register(_name, _factory)

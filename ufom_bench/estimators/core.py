@@ -13,6 +13,12 @@ inner gradient norm along the path, and whether every inner gradient and phi_r i
 gradient evaluations it does anyway (no extra calls; L_in itself is never evaluated, only its gradient).
 An estimate is *diverged* when anything it computed (inner gradients, phi_r, L_out, the estimate) is
 non-finite or the inner gradient norm grew by more than `DIVERGENCE_GROWTH` along the path.
+
+Applicability: an estimator that is not defined on every problem carries a rule, ``Estimator.applicability``
+= ``(problem, theta, task) -> reason | None``, read from shapes and the traced programs only (static, before
+anything runs). `not_applicable` asks it (benchmarks, Monte Carlo); the estimate itself calls `require`,
+which raises `NotApplicable` (a `UserError`) with the reason. Reptile needs V(theta, T) = theta; the implicit
+estimators need theta in L_out or in dL_in/dphi.
 """
 
 from __future__ import annotations
@@ -69,11 +75,91 @@ class Estimator(NamedTuple):
     """A hypergradient estimator as a pair of pure functions (optax style).
 
     init(theta) -> state;  estimate(problem, theta, task, key, state) -> (grad, Info, state).
+    applicability: None (defined on every problem), or a rule ``(problem, theta, task) -> reason | None``
+    taking shape-only arguments (see `not_applicable`); the reason completes "<name> ...", e.g. "needs
+    V(theta, T) = theta, but ...".
     """
 
     init: Callable[[PyTree], PyTree]
     estimate: Callable[..., tuple[PyTree, Info, PyTree]]
     name: str = ""
+    applicability: Callable[..., str | None] | None = None
+
+
+class NotApplicable(UserError):
+    """The estimator is not defined on this problem (Reptile where V(theta, T) != theta; the implicit
+    estimators where theta enters only through V); the message names both and says why."""
+
+
+def abstract(tree: PyTree) -> PyTree:
+    """Shape-and-dtype stand-ins (`jax.ShapeDtypeStruct`) of a pytree of arrays, tracers or stand-ins."""
+    return tmap(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), tree)
+
+
+def not_applicable(estimator: Estimator, problem: Problem, theta: PyTree = None, task: PyTree = None) -> str | None:
+    """Why ``estimator`` is not defined on ``problem`` ("<name> needs ..."), or None when it is.
+
+    Static: only shapes and traced programs are read, nothing runs. theta defaults to ``problem.theta0``;
+    task to the shapes of ``problem.sample_task(PRNGKey(0))``. Benchmarks and Monte Carlo ask this before
+    running; the estimate raises `NotApplicable` with the same reason (`require`).
+    """
+    if estimator.applicability is None:
+        return None
+    theta = problem.theta0 if theta is None else theta
+    if task is None:
+        task = jax.eval_shape(problem.sample_task, jax.random.PRNGKey(0))
+    reason = estimator.applicability(problem, abstract(theta), abstract(task))
+    return None if reason is None else f"{estimator.name} {reason}"
+
+
+def require(name: str, rule: Callable[..., str | None], problem: Problem, theta, task) -> None:
+    """Raise `NotApplicable` ("<name> <reason>") when ``rule`` gives a reason (called at trace time by estimates)."""
+    reason = rule(problem, abstract(theta), abstract(task))
+    if reason is not None:
+        raise NotApplicable(f"{name} {reason}")
+
+
+def _sub_jaxpr(eqn):
+    """The jaxpr of a call-like equation (jit, custom_jvp/vjp calls) whose inputs and outputs map one to one."""
+    for key in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
+        sub = eqn.params.get(key)
+        sub = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr's Jaxpr
+        if (hasattr(sub, "eqns") and len(sub.invars) == len(eqn.invars)
+                and len(sub.outvars) == len(eqn.outvars)):
+            return sub
+    return None
+
+
+def _dependent_outputs(jaxpr, dependent: list[bool]) -> list[bool]:
+    """Which outputs of ``jaxpr`` read an input flagged in ``dependent`` (forward data flow; an equation that
+    is not call-like, e.g. a scan or a cond, is taken to make all its outputs depend on any dependent input)."""
+    hit = {v for v, d in zip(jaxpr.invars, dependent) if d}
+    reads = lambda v: not hasattr(v, "val") and v in hit  # literals (with .val) depend on nothing
+    for eqn in jaxpr.eqns:
+        flags = [reads(v) for v in eqn.invars]
+        if not any(flags):
+            continue
+        sub = _sub_jaxpr(eqn)
+        out = _dependent_outputs(sub, flags) if sub is not None else [True] * len(eqn.outvars)
+        hit.update(v for v, d in zip(eqn.outvars, out) if d)
+    return [reads(v) for v in jaxpr.outvars]
+
+
+def depends_on_theta(fn: Callable, theta, *rest) -> bool:
+    """Whether the program of ``fn(theta, *rest)`` reads theta on the way to its outputs (static, from
+    `jax.make_jaxpr`; conservative: True unless no data path exists, so e.g. ``0 * theta`` counts)."""
+    closed = jax.make_jaxpr(fn)(theta, *rest)
+    n_theta = len(jax.tree_util.tree_leaves(theta))
+    flags = [i < n_theta for i in range(len(closed.jaxpr.invars))]
+    return any(_dependent_outputs(closed.jaxpr, flags))
+
+
+def is_identity_in_theta(fn: Callable, theta, *rest) -> bool:
+    """Whether ``fn(theta, *rest)`` returns theta itself: its traced outputs are theta's inputs, in order."""
+    closed = jax.make_jaxpr(fn)(theta, *rest)
+    n_theta = len(jax.tree_util.tree_leaves(theta))
+    outs, ins = closed.jaxpr.outvars, closed.jaxpr.invars[:n_theta]
+    return len(outs) == len(ins) and all(a is b for a, b in zip(outs, ins))
 
 
 def no_state(theta) -> tuple:

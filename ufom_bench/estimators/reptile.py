@@ -12,28 +12,34 @@ from ufom_bench.errors import UserError
 SCALES = ("none", "sum_alpha")
 
 
-def check_structure(problem, theta, task) -> None:
-    """Raise ValueError unless V(theta, T) has theta's pytree structure, shapes and dtypes (static check).
+def v_is_theta(problem, theta, task) -> str | None:
+    """Reptile's applicability rule (`core.not_applicable`): None when V(theta, T) = theta, else the reason.
 
-    Reptile's direction theta - phi_r only makes sense when the inner variable lives in theta's space,
-    as with MAML's V(theta, T) = theta. (Values cannot be compared under jit: a V with theta's structure
-    but other values, e.g. theta + c, passes this check and gets theta - phi_r all the same.)
+    Reptile's direction theta - phi_r only makes sense when the inner variable starts at theta, as with
+    MAML's V(theta, T) = theta. Static, on shape-only arguments: phi_0 must have theta's pytree structure,
+    shapes and dtypes, and V's traced program must return theta itself (so V(theta, T) = E theta + v, whose
+    phi lives in theta's space, is refused too).
     """
-    core.check_theta(problem, theta)
     phi0 = jax.eval_shape(problem.init_inner, theta, task)
     want, got = jax.tree_util.tree_structure(theta), jax.tree_util.tree_structure(phi0)
     if want != got:
-        raise UserError(
-            f"reptile needs V(theta, T) = theta (phi in theta's space), but problem {problem.name!r} has "
-            f"phi with pytree structure {got} and theta with {want}"
-        )
+        return (f"needs V(theta, T) = theta (phi in theta's space), but problem {problem.name!r} has "
+                f"phi with pytree structure {got} and theta with {want}")
     for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(theta)[0], jax.tree_util.tree_leaves(phi0)):
-        if jnp.shape(a) != b.shape or jnp.result_type(a) != b.dtype:
+        if a.shape != b.shape or a.dtype != b.dtype:
             where = jax.tree_util.keystr(path)
-            raise UserError(
-                f"reptile needs V(theta, T) = theta, but in problem {problem.name!r} phi{where} is "
-                f"{b.dtype}{list(b.shape)} and theta{where} is {jnp.result_type(a)}{list(jnp.shape(a))}"
-            )
+            return (f"needs V(theta, T) = theta, but in problem {problem.name!r} phi{where} is "
+                    f"{b.dtype}{list(b.shape)} and theta{where} is {a.dtype}{list(a.shape)}")
+    if not core.is_identity_in_theta(problem.init_inner, theta, task):
+        return (f"needs V(theta, T) = theta, but problem {problem.name!r} starts the inner loop elsewhere "
+                f"(its V(theta, T) does not return theta itself)")
+    return None
+
+
+def check_structure(problem, theta, task) -> None:
+    """Raise `core.NotApplicable` (a UserError) unless V(theta, T) = theta (`v_is_theta`), after `core.check_theta`."""
+    core.check_theta(problem, theta)
+    core.require("reptile", v_is_theta, problem, theta, task)
 
 
 def reptile(scale: str = "none") -> Estimator:
@@ -47,7 +53,7 @@ def reptile(scale: str = "none") -> Estimator:
     estimators under the same outer step size.
 
     Not an estimate of the ABLO gradient (it uses L_in only, never L_out: it is biased for M_r). Requires
-    V(theta, T) = theta (phi and theta with the same pytree structure): ValueError otherwise.
+    V(theta, T) = theta (`v_is_theta`): elsewhere it is not applicable (`core.NotApplicable`, a UserError).
 
     Cost: r grad calls (the inner loop) and 0 HVPs. No outer gradient is evaluated, so none is counted
     (FOM costs r + 1).
@@ -65,4 +71,4 @@ def reptile(scale: str = "none") -> Estimator:
             g = jax.tree_util.tree_map(lambda x: x / total.astype(x.dtype), g)
         return g, core.info(g, calls, 0, False, 0.0, check), state
 
-    return Estimator(core.no_state, estimate, "reptile" if scale == "none" else f"reptile(scale={scale})")
+    return Estimator(core.no_state, estimate, "reptile" if scale == "none" else f"reptile(scale={scale})", v_is_theta)
