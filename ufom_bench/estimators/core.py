@@ -69,11 +69,14 @@ class Estimator(NamedTuple):
     """A hypergradient estimator as a pair of pure functions (optax style).
 
     init(theta) -> state;  estimate(problem, theta, task, key, state) -> (grad, Info, state).
+    draws_tasks: the estimate draws its own tasks from ``key`` (e.g. `meta_batch`) and ignores ``task``; the
+    outer loop then passes ``task=None`` and one key per step instead of a task key and an estimator key.
     """
 
     init: Callable[[PyTree], PyTree]
     estimate: Callable[..., tuple[PyTree, Info, PyTree]]
     name: str = ""
+    draws_tasks: bool = False
 
 
 def no_state(theta) -> tuple:
