@@ -48,7 +48,7 @@ from ufom_bench.problems.quadratic import (
     quadratic_response,
     quadratic_stationary_point,
 )
-from ufom_bench.problems.synthetic import BiasVariance, FiniteTaskSampler, finite_task_sampler
+from ufom_bench.problems.synthetic import BiasVariance
 
 __all__ = [
     # few-shot (Section 5.3, MAML as ABLO)
@@ -66,8 +66,6 @@ __all__ = [
     "hypercleaning",
     "hypercleaning_metrics",
     "BiasVariance",
-    "FiniteTaskSampler",
-    "finite_task_sampler",
     # piecewise / counterexample (Section 5.1, Theorem 2)
     "PiecewiseTask",
     "piecewise_loss",
