@@ -2,7 +2,12 @@
 
     theta_k = theta_{k-1} - gamma_k G(theta_{k-1}, T_k),   T_k ~ p(T)
 
-The whole run is one jitted scan, so many runs vectorise with `train_many` (vmap over theta_0 and keys).
+The one outer loop of the suite (every experiment runs it): the whole run is one jitted scan, so many runs
+vectorise with `train_many` (vmap over theta_0 and keys). Step sizes follow a schedule of the step number or
+of the calls spent, or an optax optimizer (alone, or as the direction a schedule scales); theta may be any
+pytree; a meta-batch is an estimator (`estimators.meta_batch`). Evaluation budgets: ``snapshots`` keep theta
+after given numbers of calls within the same scan. A run can also go in segments (`start`, then `resume`
+from the returned `Carry` with a traced ``stop``), one compiled program for every segment.
 """
 
 from __future__ import annotations
@@ -85,7 +90,8 @@ class Record(NamedTuple):
     estimate's Info. diverged: the step was refused (the estimate diverged, see `Info.diverged`, or the
     update would have made theta or the optimizer state non-finite); theta stayed where it was.
     n_diverged: cumulative number of refused steps.
-    loss: M_r(theta_k) when the problem has a finite task set, else L_out on the step's task at theta_k.
+    loss: M_r(theta_k) when the problem has a finite task set (``track_meta``), else L_out on the step's task
+    at theta_k (NaN with ``track_loss=False`` or an estimator that draws its own tasks).
     meta_grad_norm: |dM_r/dtheta(theta_k)| (exact, finite task sets only; NaN otherwise).
     theta_norm: ||theta_k||_2.
     """
