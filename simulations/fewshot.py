@@ -48,10 +48,10 @@ use ``n_test_curve`` tasks, the final point ``n_test``; 95% CIs are mean +- 1.96
 (the MAML protocol) per seed; `table2` combines seeds (see there).
 
 **Monte Carlo** (``kind="mc"``): thetas from the Adaptive UFOM run of seed 0 (fresh, or the training cell's run
-kept in the process's `Workspace`) at the fractions ``mc["points"]`` of the budget. For each theta, n tasks from the *training* classes
-give per-task pairs (G_FO, G) (`montecarlo.pair`, vmapped, chunked, sharded over all devices with a 1-D
-jax.sharding mesh by `ufom_bench.montecarlo`): D^2(theta) = E||G_FO - G||^2 (eq. 14), V^2(theta) = E||G||^2
-(eq. 16), across alpha (``mc["alphas"]`` at the setting's r) and r (``mc["rs"]`` at the setting's alpha); and
+kept in the process's `Workspace`) at the fractions ``mc["points"]`` of the budget. For each theta, n tasks
+from the *training* classes give per-task pairs (G_FO, G) (`montecarlo.pair`, vmapped, chunked, sharded over
+all devices with a 1-D jax.sharding mesh by `ufom_bench.montecarlo`): D^2(theta) = E||G_FO - G||^2 (eq. 14),
+V^2(theta) = E||G||^2 (eq. 16), across alpha (``mc["alphas"]`` at the setting's r) and r (``mc["rs"]`` at the setting's alpha); and
 UFOM's second moment V^2 + (1/q - 1) D^2 (Lemma 1) and variance (that minus ||dM/dtheta||^2, unbiasedly
 estimated) for q in ``mc["qs"]`` from the same pairs. These are per-task quantities (meta-batch 1); a meta-batch
 of B tasks with independent coins divides the variance by B.
