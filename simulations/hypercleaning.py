@@ -36,9 +36,9 @@ function calls, evaluation points as fractions of the budget, seeds.
 
 **Evaluation against function calls.** A run is deterministic given its key and its prefix does not depend
 on the budget (a step is taken while the calls spent are below it), so the theta after b calls is the final
-theta of the same run with budget b. `train`'s ``snapshots`` copy theta at the top of the first step that
-finds >= b calls spent, for every evaluation budget b, so one run (one jitted scan, compiled once per cell
-and never per outer step) gives every point. At theta_0 and
+theta of the same run with budget b. `train` with ``snapshots`` (the one outer loop of every experiment)
+copies theta at the top of the first step that finds >= b calls spent, for every evaluation budget b, so
+one run (one jitted scan, compiled once per cell and never per outer step) gives every point. At theta_0 and
 each point's theta, one jitted program computes the metrics (`hypercleaning_metrics`: validation loss and
 accuracy, test accuracy and cross-entropy, accuracy on the clean part of the training set (Table 1's "TRAIN"
 row), precision/recall/F1 of flagging corrupted examples, sigma(theta_i) < 1/2) and D^2, V^2 (eqs. 14, 16
