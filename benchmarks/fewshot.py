@@ -6,7 +6,7 @@ conv4 with 64 filters and transductive batch norm (the paper's network), alpha =
 B = 5 (the paper's). The images are random uint8 (a 20-class sampler built here: the cost of a meta-step does
 not depend on pixel values, and the benchmark needs no data set on disk).
 
-`MetaStep` times one jitted meta-step, `meta_batch_estimate` (the estimator vmapped over B tasks, one coin per
+`MetaStep` times one jitted meta-step, `estimators.meta_batch` (the estimator vmapped over B tasks, one coin per
 meta-step: UFOM's exact branch is a real ``lax.cond`` branch), blocking until ready; the program is compiled
 in setup (excluded) and its XLA temporary bytes are reported by ``track_temp_bytes`` (the same compiled
 program). Labels as in benchmarks._common: "ufom[xi=0]" / "adaptive_ufom[xi=1]" fix the coin through the PRNG
@@ -62,13 +62,13 @@ def compiled_step(name: str, r: int = R):
     One compilation per estimator: both coins of UFOM share it."""
     import jax
 
-    from ufom_bench.problems.fewshot import meta_batch_estimate
+    from ufom_bench.estimators import meta_batch
 
     problem = build(r)
-    est = C.make_estimator(name)
+    est = meta_batch(C.make_estimator(name), SIZES["meta_batch"])
 
     def step(theta, key, state):
-        grad, info, _ = meta_batch_estimate(est, problem, theta, key, state, SIZES["meta_batch"])
+        grad, info, _ = est.estimate(problem, theta, None, key, state)
         return grad, info
 
     state = est.init(problem.theta0)
@@ -79,7 +79,7 @@ def compiled_step(name: str, r: int = R):
 
 
 def key_with_xi(compiled, theta, state, xi: int):
-    """A PRNG key whose meta-step takes branch ``xi``: screened with the coin of `meta_batch_estimate` (one
+    """A PRNG key whose meta-step takes branch ``xi``: screened with the coin of `estimators.meta_batch` (one
     Bernoulli(q) draw from the second half of the split key), then confirmed by running it (compiled, warm)."""
     import jax
 

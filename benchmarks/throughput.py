@@ -1,6 +1,6 @@
 """Monte Carlo throughput: hypergradient samples per second through `ufom_bench.montecarlo.gradient_samples`.
 
-One sample is the pair (G_FO, G) for one sampled task (`estimators.pair`, vmapped over a chunk of tasks):
+One sample is the pair (G_FO, G) for one sampled task (`montecarlo.pair`, vmapped over a chunk of tasks):
 everything UFOM's distribution, D^2 and V^2 are computed from. On the paper's synthetic problem (the
 Theorem 2 counterexample, scalar) and on the quadratic with p = 1000.
 """

@@ -8,7 +8,7 @@ training run (``kind="mc"``).
 **Estimators** (``ESTIMATORS``): ``exact_me`` (memory-efficient exact, Proposition 1 with q = 1), ``fom``
 (Algorithm 3), ``reptile`` (Nichol et al. 2018) and ``adaptive_ufom`` (Section 4.5; q_min = 0.05, beta = 0.99,
 d2_scale = 0.1, as the paper reports for both Sections 5.2 and 5.3). Every estimator is averaged over a
-meta-batch of B tasks with `problems.meta_batch_estimate` (vmapped), with one coin xi per meta-step
+meta-batch of B tasks with `estimators.meta_batch` (vmapped), with one coin xi per meta-step
 (``shared_key=True``): under vmap the exact branch then stays a real ``lax.cond`` branch, so wall time follows
 the counted calls; Adaptive UFOM's running D^2/V^2 are the meta-batch means of the per-task quantities.
 
@@ -47,11 +47,11 @@ support set (as in training), then accuracy on the query set (one example per cl
 use ``n_test_curve`` tasks, the final point ``n_test``; 95% CIs are mean +- 1.96 sd / sqrt(n) over test tasks
 (the MAML protocol) per seed; `ufom_bench.analysis.table2` combines seeds (see there).
 
-**Monte Carlo** (``kind="mc"``): thetas from the Adaptive UFOM run of seed 0 (fresh, or reused from the same
-process) at the fractions ``mc["points"]`` of the budget. For each theta, n tasks from the *training* classes
-give per-task pairs (G_FO, G) (`estimators.pair`, vmapped, chunked, sharded over all devices with a 1-D
-jax.sharding mesh by `ufom_bench.montecarlo`): D^2(theta) = E||G_FO - G||^2 (eq. 14), V^2(theta) = E||G||^2
-(eq. 16), across alpha (``mc["alphas"]`` at the setting's r) and r (``mc["rs"]`` at the setting's alpha); and
+**Monte Carlo** (``kind="mc"``): thetas from the Adaptive UFOM run of seed 0 (fresh, or the training cell's run
+kept in the process's `Workspace`) at the fractions ``mc["points"]`` of the budget. For each theta, n tasks
+from the *training* classes give per-task pairs (G_FO, G) (`montecarlo.pair`, vmapped, chunked, sharded over
+all devices with a 1-D jax.sharding mesh by `ufom_bench.montecarlo`): D^2(theta) = E||G_FO - G||^2 (eq. 14),
+V^2(theta) = E||G||^2 (eq. 16), across alpha (``mc["alphas"]`` at the setting's r) and r (``mc["rs"]`` at the setting's alpha); and
 UFOM's second moment V^2 + (1/q - 1) D^2 (Lemma 1) and variance (that minus ||dM/dtheta||^2, unbiasedly
 estimated) for q in ``mc["qs"]`` from the same pairs. These are per-task quantities (meta-batch 1); a meta-batch
 of B tasks with independent coins divides the variance by B.
@@ -92,7 +92,6 @@ used 0.005 with its own loss scaling, which we could not check).
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import sys
@@ -110,17 +109,8 @@ from ufom_bench.data import fewshot as fewshot_data
 from ufom_bench.data.glyphs import glyphs
 from ufom_bench.estimators import COUNT, Estimator
 from ufom_bench.problem import Problem, inner_path
-from ufom_bench.problems.fewshot import (
-    accuracy,
-    conv4_apply,
-    conv4_init,
-    cross_entropy,
-    fewshot,
-    meta_batch_estimate,
-    mlp_apply,
-    mlp_init,
-)
-from ufom_bench.train import guarded_step
+from ufom_bench.problems.fewshot import accuracy, conv4_apply, conv4_init, cross_entropy, fewshot, mlp_apply, mlp_init
+from ufom_bench.train import Carry, linear_to_zero, resume, start
 from ufom_bench.errors import UserError
 
 PyTree = Any
@@ -174,9 +164,9 @@ def check_estimator(name: str) -> str:
     return name
 
 
-@functools.lru_cache(maxsize=None)
 def make_estimator(name: str) -> Estimator:
-    """The estimator ``name`` with the paper's settings (one object per name: jit caches stay valid)."""
+    """The estimator ``name`` with the paper's settings (for one task; a meta-step averages it with
+    `estimators.meta_batch`)."""
     check_estimator(name)
     if name == "adaptive_ufom":
         return estimators.adaptive_ufom(**ADAPTIVE)
@@ -202,9 +192,9 @@ def budget_of(scale: str) -> int:
 # ------------------------------------------------------------------------------------------------ data
 
 
-@functools.lru_cache(maxsize=None)
 def load_source(source: str) -> fewshot_data.FewShotSplits:
-    """The class-disjoint splits of a source; the real ones from the directory in their env variable."""
+    """The class-disjoint splits of a source (loaded, not cached: `Workspace.source` keeps them); the real
+    ones from the directory in their env variable."""
     if source == "glyphs":
         return glyphs()
     if source not in ENV_DIRS:
@@ -228,59 +218,74 @@ class Setting(NamedTuple):
     model: str
 
 
-@functools.lru_cache(maxsize=None)
-def setting(scale: str, source: str, m: int) -> Setting:
-    """Few-shot problems (float32, conv4) over the source's train / test / val classes; cached per process so
-    that every seed and estimator of a setting reuses the same compiled programs."""
-    s = check_scale(scale)
-    splits = load_source(source)
-    kw = dict(m=int(m), k=1, k_query=1, r=s["r"], alpha=s["alpha"], model=s["model"], filters=s["filters"],
-              hidden=s.get("hidden", (40, 40)), dtype=jnp.float32)
-    make = lambda sampler: None if sampler is None else fewshot(sampler, **kw)
-    return Setting(make(splits.train), make(splits.test), make(splits.val), s["model"])
+class Run(NamedTuple):
+    """A finished training run: thetas at the checkpoints (0 calls first), their calls and meta-steps, and
+    the per-meta-step records of the whole run (active steps only)."""
+
+    thetas: list
+    calls: list
+    steps: list
+    records: dict
+    diverged: int
 
 
-def theta_init(scale: str, source: str, m: int, seed: int) -> PyTree:
+class Workspace:
+    """What the cells of one process share, held in one explicit object (no module-level memos): loaded
+    sources, the problems of each setting, the compiled programs (one training program per (scale, source,
+    m, estimator), one evaluation program per setting), finished runs (the Monte Carlo cell reuses the
+    Adaptive UFOM run of seed 0) and the test scores of theta_0 (the same for every estimator of a seed).
+    Every entry is a deterministic function of its key, so a fresh workspace recomputes the same numbers.
+    The sweep's cells use `WORKSPACE`; tests and scripts may pass their own."""
+
+    def __init__(self):
+        self.sources: dict[str, fewshot_data.FewShotSplits] = {}
+        self.settings: dict[tuple, Setting] = {}
+        self.programs: dict[tuple, Any] = {}
+        self.runs: dict[tuple, Run] = {}
+        self.scores0: dict[tuple, tuple] = {}
+
+    def source(self, source: str) -> fewshot_data.FewShotSplits:
+        if source not in self.sources:
+            self.sources[source] = load_source(source)
+        return self.sources[source]
+
+    def setting(self, scale: str, source: str, m: int) -> Setting:
+        """Few-shot problems (float32) over the source's train / test / val classes, once per setting."""
+        key = (scale, source, int(m))
+        if key not in self.settings:
+            s = check_scale(scale)
+            splits = self.source(source)
+            kw = dict(m=int(m), k=1, k_query=1, r=s["r"], alpha=s["alpha"], model=s["model"], filters=s["filters"],
+                      hidden=s.get("hidden", (40, 40)), dtype=jnp.float32)
+            make = lambda sampler: None if sampler is None else fewshot(sampler, **kw)
+            self.settings[key] = Setting(make(splits.train), make(splits.test), make(splits.val), s["model"])
+        return self.settings[key]
+
+    def program(self, kind: str, scale: str, source: str, m: int, name: str | None = None):
+        """The jitted ``segment_program`` (kind "segment") or ``eval_program`` (kind "eval"), built once."""
+        key = (kind, scale, source, int(m), name)
+        if key not in self.programs:
+            self.programs[key] = (segment_program(self, scale, source, int(m), name) if kind == "segment"
+                                  else eval_program(self, scale, source, int(m)))
+        return self.programs[key]
+
+
+WORKSPACE = Workspace()  # the one the sweep's cell functions use (a process's cells share it)
+
+
+def theta_init(ws: Workspace, scale: str, source: str, m: int, seed: int) -> PyTree:
     """The network's parameters drawn with ``seed`` (the problem's theta0 is seed 0)."""
     s = check_scale(scale)
-    prob = setting(scale, source, m).train
+    prob = ws.setting(scale, source, m).train
     if not seed:
         return prob.theta0
-    in_shape = load_source(source).train.image_shape
+    in_shape = ws.source(source).train.image_shape
     if s["model"] == "mlp":
         return mlp_init(int(seed), int(np.prod(in_shape)), int(m), s.get("hidden", (40, 40)), jnp.float32)
     return conv4_init(int(seed), in_shape, int(m), s["filters"], "batch", dtype=jnp.float32)
 
 
 # ------------------------------------------------------------------------------------------- training
-
-
-class Carry(NamedTuple):
-    """The state of a training run between segments (all arrays: a segment is one compiled program)."""
-
-    theta: PyTree
-    est_state: PyTree
-    opt_state: PyTree
-    grads: jax.Array
-    hvps: jax.Array
-    diverged: jax.Array
-    steps: jax.Array
-    key: jax.Array
-
-
-class Steps(NamedTuple):
-    """Per meta-step records of a segment (leading axis: the segment's scan steps)."""
-
-    active: jax.Array
-    calls: jax.Array
-    q: jax.Array
-    exact: jax.Array
-    finite: jax.Array
-    diverged: jax.Array
-
-
-TRACES: dict[tuple, int] = {}  # (kind, scale, source, m, estimator) -> times traced (tests: once per config)
-_ADAM = optax.scale_by_adam()
 
 
 def segment_length(scale: str, name: str) -> int:
@@ -290,10 +295,10 @@ def segment_length(scale: str, name: str) -> int:
     return int(math.ceil(interval / calls_per_step(name, s["r"], s["meta_batch"]))) + 1
 
 
-def split_data(source: str, split: str = "train") -> tuple[jax.Array, jax.Array]:
+def split_data(ws: Workspace, source: str, split: str = "train") -> tuple[jax.Array, jax.Array]:
     """(images, counts) of a split: passed to the jitted programs as arguments, not baked in as constants
     (a 15 MB constant adds seconds to every XLA compile on a CPU)."""
-    sampler = getattr(load_source(source), split)
+    sampler = getattr(ws.source(source), split)
     if sampler is None:
         raise UserError(f"source {source!r} has no {split!r} split")
     return sampler.images, sampler.counts
@@ -305,62 +310,35 @@ def _on(problem: Problem, data, m: int) -> Problem:
     return problem.replace(sample_task=lambda key: fewshot_data.sample_task(images, counts, key, m, 1, 1))
 
 
-@functools.lru_cache(maxsize=None)
-def segment_fn(scale: str, source: str, m: int, name: str):
-    """``(carry, data, stop, budget, lr) -> (carry, Steps)``: meta-steps while calls < stop, jitted once per
-    config (``data`` = `split_data` of the training split).
+def segment_program(ws: Workspace, scale: str, source: str, m: int, name: str):
+    """``(carry, data, stop, budget, lr) -> (carry, Record)``: `train.resume` for one checkpoint interval,
+    meta-steps while calls < stop (``data`` = `split_data` of the training split). Jitted; ``stop``,
+    ``budget`` and ``lr`` are traced, so every segment of every seed (and every lr of `lr_grid`) runs the
+    same compiled program.
 
-    One meta-step: G = meta-batch mean of the estimator (`meta_batch_estimate`), Adam direction u, theta <-
-    theta - lr (1 - calls/budget) u. ``stop``, ``budget`` and ``lr`` are traced: every segment of every seed
-    (and every lr of `lr_grid`) runs the same compiled program.
+    One meta-step: G = `estimators.meta_batch` of the estimator (B tasks, one coin), Adam direction u
+    (``optax.scale_by_adam``), theta <- theta - lr (1 - calls/budget) u (`train.linear_to_zero` on the calls
+    spent before the step).
     """
     s = check_scale(scale)
-    base, est, B = setting(scale, source, m).train, make_estimator(name), s["meta_batch"]
+    base = ws.setting(scale, source, m).train
+    est = estimators.meta_batch(make_estimator(name), s["meta_batch"])
     n_steps = segment_length(scale, name)
 
     def run(carry: Carry, data, stop, budget, lr):
-        TRACES[("segment", scale, source, m, name)] = TRACES.get(("segment", scale, source, m, name), 0) + 1
-        problem = _on(base, data, m)
-
-        def step(c: Carry, _):
-            calls = c.grads + c.hvps
-            active = calls < stop
-            key, k = jax.random.split(c.key)
-
-            def update(g, opt_state, theta):
-                u, new_opt = _ADAM.update(g, opt_state, theta)
-                frac = jnp.clip(calls.astype(jnp.float32) / budget, 0.0, 1.0)
-                step_size = (lr * (1.0 - frac)).astype(jnp.float32)
-                return jax.tree_util.tree_map(lambda t, d: t - step_size * d, theta, u), new_opt
-
-            estimate = lambda: meta_batch_estimate(est, problem, c.theta, k, c.est_state, B)
-            theta, est_state, opt_state, info, refused = guarded_step(active, estimate, update, c.theta,
-                                                                      c.est_state, c.opt_state)
-            grads, hvps = c.grads + info.grad_calls, c.hvps + info.hvp_calls
-            new = Carry(theta, est_state, opt_state, grads, hvps, c.diverged + refused.astype(COUNT),
-                        c.steps + active.astype(COUNT), key)
-            return new, Steps(active, grads + hvps, info.q.astype(jnp.float32), info.exact, info.finite, refused)
-
-        return jax.lax.scan(step, carry, None, length=n_steps)
+        return resume(_on(base, data, m), est, carry, stop=stop, max_steps=n_steps,
+                      schedule=linear_to_zero(lr, budget), schedule_on="calls", optimizer=optax.scale_by_adam(),
+                      track_loss=False)
 
     return jax.jit(run)
 
 
-def init_carry(scale: str, source: str, m: int, name: str, seed: int) -> Carry:
-    theta = theta_init(scale, source, m, seed)
-    zero = jnp.zeros((), COUNT)
-    key = jax.random.fold_in(jax.random.PRNGKey(int(seed)), 1)
-    return Carry(theta, make_estimator(name).init(theta), _ADAM.init(theta), zero, zero, zero, zero, key)
-
-
-@functools.lru_cache(maxsize=None)
-def eval_fn(scale: str, source: str, m: int):
+def eval_program(ws: Workspace, scale: str, source: str, m: int):
     """``(theta, data, keys[EVAL_CHUNK]) -> (accuracy, query loss)`` per task after r inner steps at alpha on the
-    support set; ``data`` = `split_data` of the test (or validation) split. Jitted once per setting."""
-    st = setting(scale, source, m)
+    support set; ``data`` = `split_data` of the test (or validation) split. Jitted."""
+    st = ws.setting(scale, source, m)
 
     def chunk(theta, data, keys):
-        TRACES[("eval", scale, source, m)] = TRACES.get(("eval", scale, source, m), 0) + 1
         problem = _on(st.test, data, m)
 
         def one(key):
@@ -374,11 +352,12 @@ def eval_fn(scale: str, source: str, m: int):
     return jax.jit(chunk)
 
 
-def evaluate(scale: str, source: str, m: int, theta, n: int, key, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
+def evaluate(ws: Workspace, scale: str, source: str, m: int, theta, n: int, key, split: str = "test"
+             ) -> tuple[np.ndarray, np.ndarray]:
     """Per-task (accuracy, query cross-entropy) on ``n`` tasks of ``split`` (the first n of ``key``'s stream:
     a smaller n is a prefix of a larger one)."""
-    fn = eval_fn(scale, source, m)
-    data = split_data(source, split)
+    fn = ws.program("eval", scale, source, m)
+    data = split_data(ws, source, split)
     n_chunks = -(-int(n) // EVAL_CHUNK)
     keys = jax.random.split(key, n_chunks * EVAL_CHUNK).reshape(n_chunks, EVAL_CHUNK, -1)
     out = [fn(theta, data, keys[i]) for i in range(n_chunks)]
@@ -387,33 +366,22 @@ def evaluate(scale: str, source: str, m: int, theta, n: int, key, split: str = "
     return acc.astype(np.float64), loss.astype(np.float64)
 
 
-class Run(NamedTuple):
-    """A finished training run: thetas at the checkpoints (0 calls first), their calls and meta-steps, and
-    the per-meta-step records of the whole run (active steps only)."""
-
-    thetas: list
-    calls: list
-    steps: list
-    records: dict
-    diverged: int
-
-
-_RUNS: dict[tuple, Run] = {}  # memo: the MC cell reuses a training cell's run in the same process
-_EVAL0: dict[tuple, tuple] = {}  # memo: test accuracy of theta_0 per (scale, source, m, seed, n)
-
-
-def train_run(scale: str, source: str, m: int, name: str, seed: int, lr: float | None = None) -> Run:
-    """Train ``name`` at the full budget in ``checkpoints`` segments (one compiled program), keeping theta
-    at each checkpoint. Deterministic given its arguments (memoised per process)."""
+def train_run(ws: Workspace, scale: str, source: str, m: int, name: str, seed: int, lr: float | None = None
+              ) -> Run:
+    """Train ``name`` at the full budget in ``checkpoints`` segments (one compiled program, `train.resume`
+    from the carried state), keeping theta at each checkpoint. Deterministic given its arguments (kept in
+    ``ws.runs``)."""
     s = check_scale(scale)
     lr = float(LR[name] if lr is None else lr)
     memo = (scale, source, int(m), name, int(seed), lr)
-    if memo in _RUNS:
-        return _RUNS[memo]
+    if memo in ws.runs:
+        return ws.runs[memo]
     budget = budget_of(scale)
-    fn = segment_fn(scale, source, int(m), name)
-    carry = init_carry(scale, source, int(m), name, seed)
-    data = split_data(source, "train")
+    fn = ws.program("segment", scale, source, int(m), name)
+    theta = theta_init(ws, scale, source, int(m), seed)
+    carry = start(make_estimator(name), theta, jax.random.fold_in(jax.random.PRNGKey(int(seed)), 1),
+                  optax.scale_by_adam())
+    data = split_data(ws, source, "train")
     thetas, calls, steps, recs = [carry.theta], [0], [0], []
     for i in range(1, s["checkpoints"] + 1):
         stop = budget * i // s["checkpoints"]
@@ -422,34 +390,35 @@ def train_run(scale: str, source: str, m: int, name: str, seed: int, lr: float |
         calls.append(int(carry.grads + carry.hvps))
         steps.append(int(carry.steps))
         recs.append(jax.device_get(rec))
-    records = {f: np.concatenate([getattr(r, f) for r in recs]) for f in Steps._fields}
+    fields = ("active", "calls", "q", "exact", "finite", "diverged")
+    records = {f: np.concatenate([getattr(r, f) for r in recs]) for f in fields}
     active = records.pop("active")
     records = {f: v[active] for f, v in records.items()}
-    run = Run(thetas, calls, steps, records, int(carry.diverged))
-    _RUNS[memo] = run
+    run = Run(thetas, calls, steps, records, int(carry.n_diverged))
+    ws.runs[memo] = run
     return run
 
 
-def cell_train(config: dict) -> pd.DataFrame:
+def cell_train(config: dict, ws: Workspace = WORKSPACE) -> pd.DataFrame:
     """One (setting, estimator, seed): test accuracy at the checkpoints (record "eval"), per test task at the
     full budget (record "task") and per meta-step calls and q (record "step")."""
     s = check_scale(config["scale"])
     scale, source, m = config["scale"], config["source"], int(config["m"])
     name, seed = config["estimator"], int(config["seed"])
     lr = float(config.get("lr", LR[check_estimator(name)]))
-    run = train_run(scale, source, m, name, seed, lr)
+    run = train_run(ws, scale, source, m, name, seed, lr)
     key = jax.random.fold_in(jax.random.PRNGKey(int(seed)), 2)  # the same test tasks for every estimator
     rows = []
     last = len(run.thetas) - 1
     for i, theta in enumerate(run.thetas):
         n = s["n_test"] if i == last else s["n_test_curve"]
         memo = (scale, source, m, seed, n)  # theta_0 is the same for every estimator of a seed
-        if i == 0 and memo in _EVAL0:
-            acc, loss = _EVAL0[memo]
+        if i == 0 and memo in ws.scores0:
+            acc, loss = ws.scores0[memo]
         else:
-            acc, loss = evaluate(scale, source, m, theta, n, key)
+            acc, loss = evaluate(ws, scale, source, m, theta, n, key)
             if i == 0:
-                _EVAL0[memo] = (acc, loss)
+                ws.scores0[memo] = (acc, loss)
         rows.append({"record": "eval", "checkpoint": i, "calls": run.calls[i], "step": run.steps[i],
                      "accuracy": acc.mean(), "accuracy_se": acc.std(ddof=1) / math.sqrt(n), "loss": loss.mean(),
                      "n_tasks": n})
@@ -469,10 +438,10 @@ def cell_train(config: dict) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------- Monte Carlo
 
 
-def mc_thetas(scale: str, source: str, m: int) -> tuple[list, list]:
+def mc_thetas(ws: Workspace, scale: str, source: str, m: int) -> tuple[list, list]:
     """(thetas, calls) at the fractions ``mc["points"]`` of the budget along the Adaptive UFOM run of seed 0."""
     s = check_scale(scale)
-    run = train_run(scale, source, m, MC_SOURCE, 0)
+    run = train_run(ws, scale, source, m, MC_SOURCE, 0)
     idx = sorted({int(round(p * s["checkpoints"])) for p in s["mc"]["points"]})
     return [run.thetas[i] for i in idx], [run.calls[i] for i in idx]
 
@@ -506,13 +475,13 @@ def mc_rows(problem: Problem, thetas: list, n: int, key, qs=()) -> list[dict]:
     return rows
 
 
-def cell_mc(config: dict) -> pd.DataFrame:
+def cell_mc(config: dict, ws: Workspace = WORKSPACE) -> pd.DataFrame:
     """D^2, V^2 and UFOM's variance on this workload across alpha, r and q, at thetas along training."""
     s = check_scale(config["scale"])
     scale, source, m = config["scale"], config["source"], int(config["m"])
     mc = s["mc"]
-    thetas, calls = mc_thetas(scale, source, m)
-    base = setting(scale, source, m).train
+    thetas, calls = mc_thetas(ws, scale, source, m)
+    base = ws.setting(scale, source, m).train
     key = jax.random.PRNGKey(int(config.get("seed", 0)) + 100)
     out = []
     for a in sorted(set(mc["alphas"]) | {s["alpha"]}):  # alpha axis at the setting's r (+ q at its alpha)
@@ -535,13 +504,14 @@ def cell_mc(config: dict) -> pd.DataFrame:
     return frame
 
 
-def cell_fewshot(config: dict) -> pd.DataFrame:
-    """The sweep's cell: a training cell (``kind="train"``) or a Monte Carlo cell (``kind="mc"``)."""
+def cell_fewshot(config: dict, ws: Workspace = WORKSPACE) -> pd.DataFrame:
+    """The sweep's cell: a training cell (``kind="train"``) or a Monte Carlo cell (``kind="mc"``), sharing
+    the workspace ``ws`` (default: the process's `WORKSPACE`) with the other cells."""
     kind = config.get("kind")
     if kind == "train":
-        return cell_train(config)
+        return cell_train(config, ws)
     if kind == "mc":
-        return cell_mc(config)
+        return cell_mc(config, ws)
     raise UserError(f"unknown few-shot cell kind {kind!r}; expected 'train' or 'mc'")
 
 
@@ -559,16 +529,17 @@ def configs(scale: str) -> list[dict]:
 
 
 def lr_grid(scale: str = "default", source: str = "glyphs", m: int | None = None, grid=LR_GRID, seed: int = 0,
-            n_val: int = 300) -> pd.DataFrame:
+            n_val: int = 300, ws: Workspace | None = None) -> pd.DataFrame:
     """The offline step-size selection: validation accuracy per (estimator, Adam lr) at the full budget."""
     s = check_scale(scale)
     m = s["settings"][0][1] if m is None else int(m)
+    ws = Workspace() if ws is None else ws
     rows = []
     key = jax.random.PRNGKey(10_000 + seed)
     for name in ESTIMATORS:
         for lr in grid:
-            run = train_run(scale, source, m, name, seed, lr)
-            acc, _ = evaluate(scale, source, m, run.thetas[-1], n_val, key, split="val")
+            run = train_run(ws, scale, source, m, name, seed, lr)
+            acc, _ = evaluate(ws, scale, source, m, run.thetas[-1], n_val, key, split="val")
             rows.append({"estimator": name, "lr": lr, "val_accuracy": acc.mean(),
                          "val_se": acc.std(ddof=1) / math.sqrt(n_val), "diverged": run.diverged})
     return pd.DataFrame(rows)

@@ -36,7 +36,7 @@ function calls, evaluation points as fractions of the budget, seeds.
 
 **Evaluation against function calls.** A run is deterministic given its key and its prefix does not depend
 on the budget (a step is taken while the calls spent are below it), so the theta after b calls is the final
-theta of the same run with budget b. `train_snapshots` (`train`'s step, checked against it in the tests)
+theta of the same run with budget b. `train` with ``snapshots`` (the one outer loop of every experiment)
 copies theta at the top of the first step that finds >= b calls spent, for every evaluation budget b, so
 one run (one jitted scan, compiled once per cell and never per outer step) gives every point. At theta_0 and
 each point's theta, one jitted program computes the metrics (`hypercleaning_metrics`: validation loss and
@@ -66,7 +66,6 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -77,10 +76,10 @@ import pandas as pd
 import theory
 from ufom_bench import estimators, problems
 from ufom_bench.data import mnist
-from ufom_bench.estimators import COUNT, Estimator
-from ufom_bench.problem import inner_path, task_at
+from ufom_bench.estimators import Estimator
+from ufom_bench.problem import task_at
 from ufom_bench.problems.hypercleaning import hypercleaning_metrics
-from ufom_bench.train import Record, guarded_step, train
+from ufom_bench.train import Record, Snapshots, train
 from ufom_bench.errors import UserError
 
 SCALES = {
@@ -162,89 +161,18 @@ def load_data(scale: str, seed: int):
     return problem, split, corrupted
 
 
-def run_to(problem, name: str, lr: float, key, budget: int):
-    """One outer run (Adam at ``lr``) of estimator ``name`` until ``budget`` calls: (theta, Record)."""
-    est = make_estimator(name)
-    steps = budget // min_cost(name, problem.r) + 1
-    run = jax.jit(lambda th, k: train(problem, est, th, k, budget=budget, max_steps=steps,
-                                      optimizer=optax.adam(lr), track_meta=False))
-    return run(problem.theta0, key)
-
-
-class Snapshots(NamedTuple):
-    """theta after each budget b_p of a run, and the calls actually spent to reach it (one row per b_p)."""
-
-    theta: jax.Array  # (P, n)
-    calls: jax.Array  # (P,) int32
-
-
-def train_snapshots(problem, estimator: Estimator, theta0, key, *, budget: int, points, optimizer,
-                    max_steps: int, track_loss: bool = True) -> tuple[Snapshots, Record]:
-    """`ufom_bench.train.train` with an optax optimizer (the same steps, keys and records, step for step;
-    tests/test_hypercleaning_experiment.py checks it against `train`) that also keeps theta at each budget
-    in ``points`` (increasing, each <= ``budget``).
-
-    A step is taken while the calls spent are below the budget, so a run's prefix does not depend on its
-    budget, and the theta after b calls (the final theta of the same run with budget b) is the theta at the
-    top of the first step that finds >= b calls spent. It is copied there; a point not reached before the
-    scan ends gets the final theta. One compiled program serves every point (no re-runs per point).
-    ``track_meta=False`` semantics: Record.loss is L_out at phi_r on the step's task (here M_r, one task),
-    Record.meta_grad_norm is NaN. ``track_loss=False`` skips that loss (NaN; it costs r uncounted grad
-    calls per step, as much as FOM's estimate itself).
-    """
-    pts = np.asarray(points)
-    if pts.ndim != 1 or pts.size < 1 or np.any(np.diff(pts) < 0) or pts[0] < 1 or pts[-1] > budget:
-        raise UserError(f"points must be increasing budgets in [1, budget = {budget}], got {points!r}")
-    budgets = jnp.asarray(pts, COUNT)
-    nan = jnp.full((), jnp.nan, jnp.result_type(float))
-
-    def step(carry, k):
-        theta, est_state, opt_state, grads, hvps, bad, key, snaps, snap_calls, taken = carry
-        spent = grads + hvps
-        hit = ~taken & (spent >= budgets)
-        snaps = jnp.where(hit[:, None], theta[None, :], snaps)
-        snap_calls, taken = jnp.where(hit, spent, snap_calls), taken | hit
-        # --- from here on, exactly `train`'s step (optimizer branch)
-        key, k_task, k_est = jax.random.split(key, 3)
-        active = spent < budget
-        task = problem.sample_task(k_task)
-
-        def update(g, opt_state, theta):
-            updates, new_opt = optimizer.update(g, opt_state, theta)
-            return optax.apply_updates(theta, updates), new_opt
-
-        estimate = lambda: estimator.estimate(problem, theta, task, k_est, est_state)
-        theta, est_state, opt_state, info, refused = guarded_step(active, estimate, update, theta, est_state,
-                                                                  opt_state)
-        grads, hvps = grads + info.grad_calls, hvps + info.hvp_calls
-        bad = bad + refused.astype(COUNT)
-        loss = problem.outer_loss(theta, inner_path(problem, theta, task), task) if track_loss else nan
-        rec = Record(active, grads, hvps, grads + hvps, info.exact, info.q, info.finite, refused, bad, loss, nan,
-                     jnp.sqrt(jnp.sum(jnp.square(theta))))
-        return (theta, est_state, opt_state, grads, hvps, bad, key, snaps, snap_calls, taken), rec
-
-    zero = jnp.zeros((), COUNT)
-    p = budgets.shape[0]
-    carry0 = (theta0, estimator.init(theta0), optimizer.init(theta0), zero, zero, zero, key,
-              jnp.zeros((p,) + theta0.shape, theta0.dtype), jnp.zeros((p,), COUNT), jnp.zeros((p,), bool))
-    carry, rec = jax.lax.scan(step, carry0, jnp.arange(1, max_steps + 1))
-    theta, grads, hvps, snaps, snap_calls, taken = carry[0], carry[3], carry[4], carry[7], carry[8], carry[9]
-    snaps = jnp.where(taken[:, None], snaps, theta[None, :])
-    snap_calls = jnp.where(taken, snap_calls, grads + hvps)
-    return Snapshots(snaps, snap_calls), rec
-
-
 def run_points(problem, name: str, lr: float, key, budgets: list[int], track_loss: bool = False
                ) -> tuple[Snapshots, Record]:
     """One run of estimator ``name`` (Adam at ``lr``) to ``max(budgets)`` calls, jitted once, with theta
-    at every budget (`train_snapshots`; the per-step loss only if ``track_loss``)."""
+    at every budget (`train`'s snapshots; the per-step loss only if ``track_loss``)."""
     est = make_estimator(name)
     budget = int(max(budgets))
     steps = budget // min_cost(name, problem.r) + 1
-    run = jax.jit(lambda th, k: train_snapshots(problem, est, th, k, budget=budget, points=tuple(budgets),
-                                                optimizer=optax.adam(lr), max_steps=steps,
-                                                track_loss=track_loss))
-    return run(problem.theta0, key)
+    run = jax.jit(lambda th, k: train(problem, est, th, k, budget=budget, snapshots=tuple(budgets),
+                                      optimizer=optax.adam(lr), max_steps=steps, track_meta=False,
+                                      track_loss=track_loss))
+    _, rec, snaps = run(problem.theta0, key)
+    return snaps, rec
 
 
 def bias_and_second_moment(problem, thetas) -> tuple[jax.Array, jax.Array]:
@@ -337,7 +265,7 @@ def lr_grid(scale: str = "default", seed: int = 0, grid=LR_GRID) -> pd.DataFrame
     rows = []
     for name in ESTIMATORS:
         for lr in grid:
-            _, rec = run_to(problem, name, lr, jax.random.PRNGKey(seed), s["budget"])
+            _, rec = run_points(problem, name, lr, jax.random.PRNGKey(seed), [s["budget"]], track_loss=True)
             active = np.asarray(rec.active)
             rows.append({"estimator": name, "lr": lr, "val_loss": float(np.asarray(rec.loss)[active][-1])})
     return pd.DataFrame(rows)

@@ -8,6 +8,7 @@ import pytest
 import theory
 from helpers import flat, pytree_problem
 from ufom_bench import estimators as E
+from ufom_bench import montecarlo
 from ufom_bench.estimators.adaptive_ufom import adaptive_q
 from ufom_bench.problem import task_at
 
@@ -20,7 +21,7 @@ def per_task_moments(problem, theta):
     """||G_FO - G||^2 and ||G||^2 for every task of the finite set (exact, float64)."""
     d2, v2 = [], []
     for i in range(problem.num_tasks):
-        g_fo, g, _ = E.pair(problem, theta, task_at(problem, i))
+        g_fo, g, _ = montecarlo.pair(problem, theta, task_at(problem, i))
         d2.append(float(jnp.sum((flat(g_fo) - flat(g)) ** 2)))
         v2.append(float(jnp.sum(flat(g) ** 2)))
     return np.array(d2), np.array(v2)
@@ -108,7 +109,7 @@ def test_estimate_is_unbiased_given_the_state():
     g, qs = jax.jit(jax.vmap(draw))(jax.random.split(jax.random.PRNGKey(1), n))
     np.testing.assert_allclose(np.asarray(qs), q, rtol=1e-12)
     g = np.asarray(g)
-    exact_mean = np.mean([flat(E.pair(problem, theta, task_at(problem, i))[1]) for i in range(4)], axis=0)
+    exact_mean = np.mean([flat(montecarlo.pair(problem, theta, task_at(problem, i))[1]) for i in range(4)], axis=0)
     z = (g.mean(0) - exact_mean) / (g.std(0, ddof=1) / np.sqrt(n))
     assert np.max(np.abs(z)) < 4, z
 

@@ -69,25 +69,43 @@ def test_equal_budgets_and_proposition_1_calls(smoke):
     assert claims.loc["Proposition 1", "verdict"] == "holds"
 
 
+def _compiled(ws):
+    """Compilations per program of a workspace (jit's own cache: a retrace would add an entry)."""
+    return {key: fn._cache_size() for key, fn in ws.programs.items()}
+
+
 def test_one_compilation_per_config(smoke):
     """Every segment of every seed (and another lr) reuses one compiled program per (setting, estimator)."""
-    s = fs.SCALES["smoke"]
+    s, ws = fs.SCALES["smoke"], fs.WORKSPACE
     (src, m), = s["settings"]
     for name in fs.ESTIMATORS:
-        assert fs.TRACES[("segment", "smoke", src, m, name)] == 1  # s["checkpoints"] segments ran
-    before = dict(fs.TRACES)
-    run = fs.train_run("smoke", src, m, "adaptive_ufom", seed=5, lr=0.02)  # new seed, new lr: no retrace
-    fs.evaluate("smoke", src, m, run.thetas[-1], 2 * fs.EVAL_CHUNK, jax.random.PRNGKey(1))
-    assert fs.TRACES == before
+        assert ws.programs[("segment", "smoke", src, m, name)]._cache_size() == 1  # s["checkpoints"] segments ran
+    before = _compiled(ws)
+    assert set(before.values()) == {1}
+    run = fs.train_run(ws, "smoke", src, m, "adaptive_ufom", seed=5, lr=0.02)  # new seed, new lr: no retrace
+    fs.evaluate(ws, "smoke", src, m, run.thetas[-1], 2 * fs.EVAL_CHUNK, jax.random.PRNGKey(1))
+    assert _compiled(ws) == before
     assert len(run.thetas) == s["checkpoints"] + 1 and run.calls[-1] >= fs.budget_of("smoke")
 
 
 def test_sweep_resumes_without_recomputing(smoke):
     out, frame = smoke
-    before = dict(fs.TRACES)
-    fs._RUNS.clear()  # a recomputed cell would have to train (and run) again
+    ws = fs.WORKSPACE
+    before = _compiled(ws)
+    ws.runs.clear()  # a recomputed cell would have to train (and run) again
     again = run_sweep("fewshot", fs.cell_fewshot, fs.configs("smoke"), out_dir=out, progress=False, x64=True)
-    assert len(again) == len(frame) and fs.TRACES == before and not fs._RUNS
+    assert len(again) == len(frame) and _compiled(ws) == before and not ws.runs
+
+
+def test_fresh_workspace_gives_the_same_cell(smoke):
+    """The workspace only saves work: a cell computed in a fresh one equals the sweep's (exactly)."""
+    _, frame = smoke
+    cfg = next(c for c in fs.configs("smoke") if c["kind"] == "train" and c["estimator"] == "fom")
+    fresh = fs.cell_fewshot(dict(cfg), fs.Workspace())
+    stored = frame[(frame["estimator"] == "fom") & (frame["record"].isin(["eval", "step"]))]
+    fresh = fresh[fresh["record"].isin(["eval", "step"])]
+    np.testing.assert_array_equal(fresh["accuracy"].to_numpy(), stored["accuracy"].to_numpy())
+    np.testing.assert_array_equal(fresh["calls"].to_numpy(), stored["calls"].to_numpy())
 
 
 def test_monte_carlo_identity_within_z(smoke):
@@ -122,7 +140,6 @@ def test_scales_configs_and_errors(monkeypatch):
     with pytest.raises(ValueError, match="kind 'x'"):
         fs.cell_fewshot({"kind": "x", "scale": "smoke"})
     monkeypatch.delenv("UFOM_OMNIGLOT_DIR", raising=False)
-    fs.load_source.cache_clear()
     with pytest.raises(ValueError, match="UFOM_OMNIGLOT_DIR"):
         fs.load_source("omniglot")
     with pytest.raises(ValueError, match="unknown source 'mnist'"):

@@ -1,9 +1,8 @@
 """The few-shot problem (issue 7, item 2): exact gradients against finite differences (float64, tiny conv
-net), model shapes and jit, the sinusoid problem, meta-batches, and no recompilation across meta-steps.
+net), model shapes and jit, the sinusoid problem (meta-batches: tests/test_meta_batch.py).
 
 Compilation dominates here (XLA compiles the conv net's HVPs in ~10 s on a CPU), so the conv net is compiled
-only where the conv net itself is under test (finite differences, shapes); the meta-batch semantics, which do
-not depend on the model, are tested on the same image tasks with the small MLP (``_tiny_mlp_problem``)."""
+only where the conv net itself is under test (finite differences, shapes)."""
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +13,7 @@ from jax.flatten_util import ravel_pytree
 from ufom_bench import estimators
 from ufom_bench.data.fewshot import TaskSampler
 from ufom_bench.problem import inner_path
-from ufom_bench.problems.fewshot import conv4_apply, conv4_init, fewshot, meta_batch_estimate, mlp_apply, mlp_init, sinusoid
+from ufom_bench.problems.fewshot import conv4_apply, conv4_init, fewshot, mlp_apply, mlp_init, sinusoid
 
 pytestmark = pytest.mark.usefixtures("x64")  # exactness checks in float64
 
@@ -26,13 +25,6 @@ def _tiny_sampler(n_classes=4, per_class=3, size=8, seed=0):
 
 def _tiny_problem(norm="batch", **kw):
     params = dict(m=2, k=1, r=2, alpha=0.4, filters=2, norm=norm, dtype=jnp.float64)
-    params.update(kw)
-    return fewshot(_tiny_sampler(), **params)
-
-
-def _tiny_mlp_problem(**kw):
-    """The same 2-way image tasks with a 64-4-2 MLP: meta-batch tests compile in a fraction of the conv time."""
-    params = dict(model="mlp", hidden=(4,), m=2, k=1, r=2, alpha=0.4, dtype=jnp.float64)
     params.update(kw)
     return fewshot(_tiny_sampler(), **params)
 
@@ -121,65 +113,6 @@ def test_sinusoid_problem_runs_with_fom_and_exact():
     phi = inner_path(problem, problem.theta0, task)
     pred = mlp_apply(phi, task.query_x)
     np.testing.assert_allclose(problem.outer_loss(problem.theta0, phi, task), jnp.mean((pred - task.query_y) ** 2))
-
-
-def test_meta_batch_average_and_counts():
-    problem = _tiny_mlp_problem()
-    key = jax.random.PRNGKey(5)
-    est = estimators.exact()
-    g, info, _ = jax.jit(meta_batch_estimate, static_argnums=(0, 5))(est, problem, problem.theta0, key, (), 3)
-    # the same tasks by hand
-    k_tasks, _ = jax.random.split(key)
-    one = jax.jit(lambda kk: est.estimate(problem, problem.theta0, problem.sample_task(kk), key, ())[0])
-    singles = [one(kk) for kk in jax.random.split(k_tasks, 3)]
-    mean = jax.tree_util.tree_map(lambda *x: sum(x) / 3, *singles)
-    np.testing.assert_allclose(ravel_pytree(g)[0], ravel_pytree(mean)[0], rtol=1e-9, atol=1e-12)
-    assert (int(info.grad_calls), int(info.hvp_calls)) == (3 * (problem.r + 1), 3 * problem.r)
-
-
-@pytest.mark.parametrize("shared", [True, False])
-def test_meta_batch_ufom_counts_follow_branches(shared):
-    problem = _tiny_mlp_problem(r=3)
-    r, B = problem.r, 6
-    fn = jax.jit(lambda key: meta_batch_estimate(estimators.ufom(q=0.5), problem, problem.theta0, key, (), B,
-                                                 shared_key=shared))
-    seen = set()
-    for i in range(8):
-        _, info, _ = fn(jax.random.PRNGKey(i))
-        n_exact = int(info.hvp_calls) // r  # tasks whose exact branch ran
-        assert int(info.grad_calls) == B * (r + 1) + n_exact * r * (r - 1) // 2
-        if shared:
-            assert n_exact in (0, B)
-        seen.add(n_exact)
-    assert len(seen) > 1
-
-
-def test_adaptive_ufom_state_reduced_over_meta_batch():
-    problem = _tiny_mlp_problem()
-    est = estimators.adaptive_ufom(q_min=1.0)  # always exact: every task updates
-    fn = jax.jit(meta_batch_estimate, static_argnums=(0, 5))
-    _, _, state = fn(est, problem, problem.theta0, jax.random.PRNGKey(0), est.init(problem.theta0), 4)
-    assert int(state.k_upd) == 1 and state.d2_sm.shape == () and float(state.d2_sm) > 0
-
-
-def test_no_recompilation_across_meta_steps():
-    problem = _tiny_mlp_problem()
-    traces = []
-
-    for est in (estimators.fom(), estimators.ufom(q=0.3)):
-        traces.clear()
-
-        @jax.jit
-        def meta_step(theta, key):
-            traces.append(1)  # Python side effect: runs only when traced
-            g, info, _ = meta_batch_estimate(est, problem, theta, key, (), 4)
-            return jax.tree_util.tree_map(lambda t, d: t - 0.1 * d, theta, g), info
-
-        theta = problem.theta0
-        for i in range(4):
-            theta, info = meta_step(theta, jax.random.PRNGKey(i))
-        assert len(traces) == 1
-        assert bool(jnp.all(jnp.isfinite(ravel_pytree(theta)[0])))
 
 
 def test_bad_arguments():

@@ -251,10 +251,10 @@ def test_chunking_matches_one_batch(ptree):
         m = mc.moments(problem, problem.theta0, n, key, method="sampled", chunk_size=chunk)
         for field in ("d2", "d2_se", "v2", "v2_se", "bias", "meta_grad"):
             np.testing.assert_allclose(getattr(m, field), getattr(ref_m, field), rtol=1e-12)
-    # Rows are the per-sample gradients of `estimators.pair` on the sampled tasks.
+    # Rows are the per-sample gradients of `montecarlo.pair` on the sampled tasks.
     keys = jax.random.split(jax.random.fold_in(jax.random.split(key)[0], 0), n)
     task = problem.sample_task(keys[7])
-    g_fo, g, _ = jax.jit(estimators.pair)(problem, problem.theta0, task)
+    g_fo, g, _ = jax.jit(mc.pair)(problem, problem.theta0, task)
     np.testing.assert_allclose(ref.g_fo[7], flat(g_fo), rtol=1e-13)
     np.testing.assert_allclose(ref.g[7], flat(g), rtol=1e-13)
 

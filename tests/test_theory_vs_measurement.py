@@ -39,7 +39,7 @@ def test_second_moment_identity_holds_on_the_estimators_own_draws(quad):
     problem, theta = quad
     for i in range(problem.num_tasks):
         task = task_at(problem, i)
-        g_fo, g, _ = E.pair(problem, theta, task)
+        g_fo, g, _ = montecarlo.pair(problem, theta, task)
         g_fo, g = np.asarray(g_fo), np.asarray(g)
         for q in (0.05, 0.3, 1.0):
             draws = _ufom_draws(problem, theta, task, q)

@@ -1,4 +1,5 @@
-"""Algorithm 1 under a function-call budget: counts, vectorisation, non-finite handling, optax."""
+"""Algorithm 1 under a function-call budget: counts, vectorisation, non-finite handling, optax, snapshots at
+evaluation budgets, schedules driven by calls, resuming from a carry (one compiled program per segment)."""
 
 import re
 
@@ -11,11 +12,12 @@ import pytest
 from helpers import flat, pytree_problem
 from ufom_bench import estimators as E
 from ufom_bench.errors import UserError
-from ufom_bench.train import inverse, to_frame, train, train_many
+from ufom_bench.train import inverse, linear_to_zero, resume, start, to_frame, train, train_many
 
 pytestmark = pytest.mark.usefixtures("x64")  # exactness checks in float64
 
 KEY = jax.random.PRNGKey(3)
+EXACT_ME_R3 = 4 + 3 + 3  # calls of one exact_me estimate at r = 3: r + 1 + r(r-1)/2 grads and r HVPs
 
 
 def test_budget_and_cumulative_counts():
@@ -91,3 +93,70 @@ def test_whole_float_budget_is_accepted():
 def test_bad_schedule_constant():
     with pytest.raises(ValueError, match="c = -1"):
         inverse(-1)
+
+
+def test_snapshots_equal_final_thetas_of_smaller_budgets():
+    """theta at budget b, copied inside one run, == the final theta of a run with budget b (pytree theta)."""
+    problem = pytree_problem(r=3)
+    est = E.adaptive_ufom(q_min=0.3)  # random cost per step: budgets fall inside and between steps
+    points = (1, 20, 21, 95, 150)
+    run = jax.jit(lambda k: train(problem, est, problem.theta0, k, budget=150, snapshots=points, max_steps=40,
+                                      track_meta=False))
+    _, rec, snaps = run(KEY)
+    assert jax.tree_util.tree_structure(snaps.theta) == jax.tree_util.tree_structure(problem.theta0)
+    # the runs with budget b: train's loop from its start, with the budget traced (one compilation)
+    rerun = jax.jit(lambda b: resume(problem, est, start(est, problem.theta0, KEY), stop=b, max_steps=40,
+                                         track_meta=False))
+    for i, b in enumerate(points):
+        carry, rec_b = rerun(jnp.asarray(b, jnp.int32))
+        theta = carry.theta
+        np.testing.assert_array_equal(flat(jax.tree_util.tree_map(lambda x: x[i], snaps.theta)), flat(theta))
+        assert int(snaps.calls[i]) == int(np.asarray(rec_b.calls)[np.asarray(rec_b.active)][-1]) >= b
+    np.testing.assert_array_equal(np.asarray(rec.calls), np.asarray(rec_b.calls))  # the last b is the budget
+    for bad in ((60, 30), (60, 151), (0, 10)):
+        with pytest.raises(UserError, match="increasing budgets"):
+            train(problem, est, problem.theta0, KEY, budget=150, snapshots=bad)
+
+
+def test_schedule_driven_by_calls():
+    """gamma = c (1 - calls/budget) on the calls spent before the step: with exact_me's fixed cost per step
+    that is the step schedule c (1 - (k - 1) cost / budget); an optimizer's direction is scaled by it."""
+    problem = pytree_problem(r=3)
+    budget, c = 100, 0.5
+    run = lambda **kw: train(problem, E.exact_me(), problem.theta0, KEY, budget=budget, track_meta=False, **kw)
+    by_calls = run(schedule=linear_to_zero(c, budget), schedule_on="calls")
+    by_steps = run(schedule=lambda k: c * (1.0 - (k - 1.0) * EXACT_ME_R3 / budget))
+    np.testing.assert_allclose(flat(by_calls[0]), flat(by_steps[0]), rtol=1e-13)
+    wrong = run(schedule=linear_to_zero(c, budget))
+    assert not np.allclose(flat(wrong[0]), flat(by_calls[0]), rtol=1e-6)  # on steps it is a different schedule
+    adam = run(optimizer=optax.scale_by_adam(), schedule=linear_to_zero(c, budget), schedule_on="calls")
+    assert not np.allclose(flat(adam[0]), flat(by_calls[0]), rtol=1e-6)
+    with pytest.raises(UserError, match="schedule_on"):
+        run(schedule_on="time")
+
+
+def test_linear_to_zero():
+    gamma = linear_to_zero(0.2, 100)
+    np.testing.assert_allclose([gamma(0), gamma(50), gamma(100), gamma(150)], [0.2, 0.1, 0.0, 0.0])
+    with pytest.raises(UserError, match="total = 0"):
+        linear_to_zero(0.2, 0)
+
+
+def test_resume_in_segments_is_one_run_and_one_program():
+    """Segments (`resume` from the carried state, ``stop`` traced) compile once and, when no segment ends
+    with idle scan steps (each idle step still advances the key), reproduce the one-segment run."""
+    problem = pytree_problem(r=3)
+    est, opt = E.exact_me(), optax.adam(0.05)
+    segment = jax.jit(lambda carry, stop: resume(problem, est, carry, stop=stop, max_steps=4, optimizer=opt,
+                                                           track_meta=False))
+    carry = start(est, problem.theta0, KEY, opt)
+    recs = []
+    for i in (1, 2, 3):
+        carry, rec = segment(carry, jnp.asarray(4 * i * EXACT_ME_R3, jnp.int32))
+        recs.append(rec)
+        assert int(carry.steps) == 4 * i and int(carry.grads + carry.hvps) == 4 * i * EXACT_ME_R3
+    assert segment._cache_size() == 1
+    theta, rec = train(problem, est, problem.theta0, KEY, budget=12 * EXACT_ME_R3, max_steps=12, optimizer=opt,
+                       track_meta=False)
+    np.testing.assert_array_equal(flat(carry.theta), flat(theta))
+    np.testing.assert_array_equal(np.concatenate([np.asarray(r.loss) for r in recs]), np.asarray(rec.loss))

@@ -1,7 +1,7 @@
 """FOM's bias D^2 (eq. 14), the exact gradient's second moment V^2 (eq. 16) and UFOM's second moment (Lemma 1),
 measured at a theta or over a grid of thetas, exactly over a finite task set or by sampling tasks.
 
-Per task T we compute the pair (G_FO, G) with `estimators.pair` (one shared forward pass), and keep the
+Per task T we compute the pair (G_FO, G) with `pair` (one shared forward pass), and keep the
 per-sample gradients as two matrices [n, s] (flattened with `ravel_pytree`), so every statistic below comes
 from one computation (as in mc_gradients):
 
@@ -40,6 +40,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ufom_bench import estimators
 from ufom_bench.analysis import Z95, ci  # re-exported: the statistics live in analysis
+from ufom_bench.estimators import core
 from ufom_bench.estimators.core import check_theta
 from ufom_bench.estimators.ufom import check_q
 from ufom_bench.problem import Problem, task_at
@@ -54,6 +55,7 @@ __all__ = [
     "UfomMoments",
     "Sup",
     "ci",
+    "pair",
     "gradient_samples",
     "moments",
     "moments_grid",
@@ -217,6 +219,22 @@ def _specs(problem: Problem, cells: int, n, key, method: str):
     return np.repeat(np.arange(cells, dtype=np.int32), m), spec, m
 
 
+def pair(problem: Problem, theta: PyTree, task: PyTree):
+    """(G_FO, G, Info) for one task, with G by Algorithm 2 sharing the forward loop with G_FO (eqs. 10-11).
+
+    Every UFOM draw is a function of this pair and xi (eqs. 12-13), so the moments D^2, V^2 and UFOM's
+    need no cond (which would run both branches under vmap anyway). Not an `Estimator`: it returns both.
+    """
+    check_theta(problem, theta)
+    zero = jnp.zeros((), core.COUNT)
+    phi, states, grads, check = core.inner_loop_stored(problem, theta, task, zero)
+    b1, b2, grads, check = core.outer_grads(problem, theta, phi, task, grads, check)
+    g_fo = core.add_v_jvp(problem, theta, task, b1, b2)
+    b1, b2, hvps = core.backward_stored(problem, theta, task, states, b1, b2, zero)
+    g = core.add_v_jvp(problem, theta, task, b1, b2)
+    return g_fo, g, core.info(g, grads, hvps, True, 1.0, check._replace(finite=check.finite & core.all_finite(g_fo)))
+
+
 @functools.partial(jax.jit, static_argnums=(4,))
 def _pairs_chunked(problem: Problem, thetas, cells, specs, sampled: bool):
     """(G_FO, G) flattened, for rows laid out as [chunks, chunk]: a scan over chunks of vmapped pairs."""
@@ -224,7 +242,7 @@ def _pairs_chunked(problem: Problem, thetas, cells, specs, sampled: bool):
     def one(cell, spec):
         theta = jax.tree_util.tree_map(lambda t: t[cell], thetas)
         task = problem.sample_task(spec) if sampled else task_at(problem, spec)
-        g_fo, g, info = estimators.pair(problem, theta, task)
+        g_fo, g, info = pair(problem, theta, task)
         bad = lambda x: jnp.where(info.diverged, jnp.nan, ravel_pytree(x)[0])  # a diverged pair is excluded
         return bad(g_fo), bad(g)
 

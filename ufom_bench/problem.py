@@ -19,7 +19,42 @@ from ufom_bench.errors import UserError
 
 PyTree = Any
 
-__all__ = ["Problem", "inner_path", "meta_objective", "meta_gradient", "task_at"]
+__all__ = ["Problem", "FROM_TASKS", "FromTasks", "inner_path", "meta_objective", "meta_gradient", "task_at"]
+
+
+class FromTasks:
+    """``sample_task`` of a problem with a finite task set: row i of ``problem.tasks`` with probability
+    ``problem.task_probs[i]`` (`jax.random.choice`, then indexing every leaf; pure JAX).
+
+    Pass the unbound `FROM_TASKS` as ``Problem(sample_task=FROM_TASKS, tasks=..., ...)``: the problem binds
+    it to itself, so the task arrays are held once, as leaves of the problem (traced under jit like any
+    leaf), and `Problem.replace(tasks=...)` draws from the new tasks. A copy without an exposed task set
+    (``replace(tasks=None)``) keeps drawing from the tasks of the problem it came from. As static pytree
+    data every bound-to-itself sampler flattens to the unbound marker, so jitted functions taking a
+    `Problem` are not recompiled per problem.
+    """
+
+    def __init__(self, problem: "Problem | None" = None):
+        self.problem = problem
+
+    def __call__(self, key: jax.Array) -> PyTree:
+        if self.problem is None:
+            raise UserError("FROM_TASKS draws from a problem's tasks: pass it as Problem(sample_task=...)")
+        p = self.problem
+        i = jax.random.choice(key, _num_tasks(p.tasks), p=p.task_probs)
+        return jax.tree_util.tree_map(lambda x: x[i], p.tasks)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, FromTasks) and self.problem is other.problem
+
+    def __hash__(self) -> int:
+        return hash((FromTasks, id(self.problem)))
+
+    def __repr__(self) -> str:
+        return "FROM_TASKS" if self.problem is None else f"FromTasks({self.problem.name!r})"
+
+
+FROM_TASKS = FromTasks()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +102,11 @@ class Problem:
                     f"Problem.task_probs must be {n} non-negative finite numbers summing to 1, got {p!r}"
                 )
             object.__setattr__(self, "task_probs", probs)
+        if isinstance(self.sample_task, FromTasks):
+            if self.tasks is not None:
+                object.__setattr__(self, "sample_task", FromTasks(self))
+            elif self.sample_task.problem is None:
+                raise UserError("sample_task=FROM_TASKS needs Problem.tasks")
 
     @property
     def r(self) -> int:
@@ -88,7 +128,10 @@ _LEAVES = ("step_sizes", "theta0", "tasks", "task_probs")
 
 
 def _flatten(p: Problem):
-    return tuple(getattr(p, f) for f in _LEAVES), tuple(getattr(p, f) for f in _STATIC)
+    static = tuple(getattr(p, f) for f in _STATIC)
+    if isinstance(p.sample_task, FromTasks) and p.sample_task.problem is p:
+        static = tuple(FROM_TASKS if f == "sample_task" else v for f, v in zip(_STATIC, static))
+    return tuple(getattr(p, f) for f in _LEAVES), static
 
 
 def _unflatten(aux, children) -> Problem:
@@ -98,6 +141,8 @@ def _unflatten(aux, children) -> Problem:
         object.__setattr__(p, f, v)
     for f, v in zip(_LEAVES, children):
         object.__setattr__(p, f, v)
+    if p.sample_task is FROM_TASKS:
+        object.__setattr__(p, "sample_task", FromTasks(p))
     return p
 
 

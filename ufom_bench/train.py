@@ -2,7 +2,12 @@
 
     theta_k = theta_{k-1} - gamma_k G(theta_{k-1}, T_k),   T_k ~ p(T)
 
-The whole run is one jitted scan, so many runs vectorise with `train_many` (vmap over theta_0 and keys).
+The one outer loop of the suite (every experiment runs it): the whole run is one jitted scan, so many runs
+vectorise with `train_many` (vmap over theta_0 and keys). Step sizes follow a schedule of the step number or
+of the calls spent, or an optax optimizer (alone, or as the direction a schedule scales); theta may be any
+pytree; a meta-batch is an estimator (`estimators.meta_batch`). Evaluation budgets: ``snapshots`` keep theta
+after given numbers of calls within the same scan. A run can also go in segments (`start`, then `resume`
+from the returned `Carry` with a traced ``stop``), one compiled program for every segment.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from ufom_bench.errors import UserError
 PyTree = Any
 Schedule = Callable[[jax.Array], jax.Array]
 
-__all__ = ["Record", "train", "train_many", "to_frame", "inverse", "inverse_sqrt", "constant"]
+__all__ = ["Carry", "Record", "Snapshots", "start", "resume", "train", "train_many", "to_frame", "inverse",
+           "inverse_sqrt", "constant", "linear_to_zero", "guarded_step"]
 
 
 def inverse(c: float = 10.0) -> Schedule:
@@ -43,6 +49,23 @@ def constant(c: float) -> Schedule:
     """gamma_k = c (does not satisfy (5); for comparisons only)."""
     _check_positive("c", c)
     return lambda k: c * jnp.ones_like(k)
+
+
+def linear_to_zero(c, total) -> Schedule:
+    """gamma(x) = c (1 - min(x / total, 1)): annealed linearly to 0 over ``total`` (calls, with
+    ``schedule_on="calls"``), in the dtype of ``c``. ``c`` and ``total`` may be traced (one compiled program
+    for every value); concrete values are checked."""
+    if not isinstance(c, jax.core.Tracer):
+        _check_positive("c", float(c))
+    if not isinstance(total, jax.core.Tracer):
+        _check_positive("total", float(total))
+    dtype = jnp.result_type(c)
+
+    def gamma(x):
+        frac = jnp.clip(jnp.asarray(x).astype(dtype) / total, 0.0, 1.0)
+        return (c * (1.0 - frac)).astype(dtype)
+
+    return gamma
 
 
 def check_count(name: str, value) -> int:
@@ -67,7 +90,8 @@ class Record(NamedTuple):
     estimate's Info. diverged: the step was refused (the estimate diverged, see `Info.diverged`, or the
     update would have made theta or the optimizer state non-finite); theta stayed where it was.
     n_diverged: cumulative number of refused steps.
-    loss: M_r(theta_k) when the problem has a finite task set, else L_out on the step's task at theta_k.
+    loss: M_r(theta_k) when the problem has a finite task set (``track_meta``), else L_out on the step's task
+    at theta_k (NaN with ``track_loss=False`` or an estimator that draws its own tasks).
     meta_grad_norm: |dM_r/dtheta(theta_k)| (exact, finite task sets only; NaN otherwise).
     theta_norm: ||theta_k||_2.
     """
@@ -119,6 +143,36 @@ def guarded_step(active, estimate: Callable, update: Callable, theta, est_state,
     return jax.lax.cond(active, take, skip, None)
 
 
+class Carry(NamedTuple):
+    """The state of a run between steps (and between `resume` calls): theta, the estimator's and the
+    optimizer's state, cumulative grad and HVP calls, refused steps, steps taken, and the PRNG key."""
+
+    theta: PyTree
+    est_state: PyTree
+    opt_state: PyTree
+    grads: jax.Array
+    hvps: jax.Array
+    n_diverged: jax.Array
+    steps: jax.Array
+    key: jax.Array
+
+
+class Snapshots(NamedTuple):
+    """theta after each evaluation budget b_p of a run (every leaf gets a leading axis P) and the calls
+    actually spent when it was taken (P,)."""
+
+    theta: PyTree
+    calls: jax.Array
+
+
+def start(estimator: Estimator, theta0: PyTree, key: jax.Array,
+          optimizer: optax.GradientTransformation | None = None) -> Carry:
+    """The carry of a run before its first step (zero calls, the estimator's and optimizer's initial state)."""
+    zero = jnp.zeros((), COUNT)
+    opt_state0 = optimizer.init(theta0) if optimizer is not None else ()
+    return Carry(theta0, estimator.init(theta0), opt_state0, zero, zero, zero, zero, key)
+
+
 def train(
     problem: Problem,
     estimator: Estimator,
@@ -127,10 +181,13 @@ def train(
     *,
     budget: int,
     schedule: Schedule | None = None,
+    schedule_on: str = "steps",
     optimizer: optax.GradientTransformation | None = None,
     max_steps: int | None = None,
     track_meta: bool | None = None,
-) -> tuple[PyTree, Record]:
+    track_loss: bool = True,
+    snapshots=None,
+):
     """Run Algorithm 1 until ``budget`` function calls (grads + HVPs) are spent or ``max_steps`` steps.
 
     A step is taken while the calls spent so far are below the budget, so the last step may overshoot it
@@ -139,54 +196,143 @@ def train(
     steps are flagged in ``Record.diverged`` and counted in ``Record.n_diverged`` (their calls are spent).
 
     Args:
-      problem, estimator: the ABLO problem and a hypergradient estimator.
-      theta0: the start. key: PRNG key for tasks and the estimator's randomness.
-      budget: function calls to spend (a whole number > 0). schedule: gamma_k as a function of k = 1, 2, ... (default
-        `inverse(10.0)`, the paper's 10/(k+1)); ignored when ``optimizer`` (an optax transformation) is given.
+      problem, estimator: the ABLO problem and a hypergradient estimator (a `meta_batch` too).
+      theta0: the start (any pytree). key: PRNG key for tasks and the estimator's randomness.
+      budget: function calls to spend (a whole number > 0).
+      schedule: the step size gamma as a function of the step number k = 1, 2, ... (``schedule_on="steps"``)
+        or of the calls spent before the step (``schedule_on="calls"``, e.g. `linear_to_zero`).
+        Without ``optimizer``: theta_k = theta_{k-1} - gamma G (default `inverse(10.0)`, the paper's 10/(k+1)).
+      optimizer: an optax transformation. Alone, its updates are applied as they are (``optax.adam(lr)``);
+        with a ``schedule``, its output u is a direction and theta_k = theta_{k-1} - gamma u
+        (``optax.scale_by_adam()`` with a step size annealed over the calls spent).
       max_steps: the scan length (default: the most steps the budget allows).
       track_meta: record M_r and |dM_r/dtheta| exactly (default: when the problem has a finite task set).
+      track_loss: without track_meta, record L_out at phi_r on the step's task (r uncounted grads a step);
+        NaN when False or when the estimator draws its own tasks.
+      snapshots: evaluation budgets b_1 <= ... <= b_P <= budget: keep theta after each (see `resume`).
     Returns:
-      (theta after the run, Record of arrays with one row per step).
+      (theta after the run, Record with one row per step), and the `Snapshots` when ``snapshots`` is given.
     """
     budget = check_count("budget", budget)
     max_steps = default_max_steps(problem, budget) if max_steps is None else check_count("max_steps", max_steps)
+    out = resume(problem, estimator, start(estimator, theta0, key, optimizer), stop=budget, max_steps=max_steps,
+                 schedule=schedule, schedule_on=schedule_on, optimizer=optimizer, track_meta=track_meta,
+                 track_loss=track_loss, snapshots=snapshots)
+    return (out[0].theta,) + tuple(out[1:])
+
+
+def resume(
+    problem: Problem,
+    estimator: Estimator,
+    carry: Carry,
+    *,
+    stop,
+    max_steps: int,
+    schedule: Schedule | None = None,
+    schedule_on: str = "steps",
+    optimizer: optax.GradientTransformation | None = None,
+    track_meta: bool | None = None,
+    track_loss: bool = True,
+    snapshots=None,
+):
+    """The loop of `train` from ``carry`` (`start`, or the carry a previous call returned): ``max_steps``
+    scan steps, each taken while the calls spent are below ``stop`` (a traced integer is fine, so the
+    segments of a run between checkpoints are one compiled program). The other arguments are `train`'s.
+
+    One step: split the carried key into (key, k_task, k_est), draw T_k ~ p(T) with k_task and estimate
+    with k_est (an estimator that draws its own tasks, `Estimator.draws_tasks`, gets (key, k_est) and no
+    task); then `guarded_step`. The key advances on every scan step, taken or not.
+
+    Snapshots: a run's prefix does not depend on its budget, so the theta after b calls (the final theta of
+    the same run with budget b) is the theta at the top of the first step that finds >= b calls spent: it
+    is copied there, in the scan; a budget not reached before the scan ends gets the final theta.
+    Returns (carry, Record), and the `Snapshots` when ``snapshots`` is given.
+    """
     track_meta = problem.tasks is not None if track_meta is None else track_meta
     if track_meta and problem.tasks is None:
         raise UserError(f"track_meta needs a finite task set, and problem {problem.name!r} has none")
-    schedule = inverse(10.0) if schedule is None else schedule
-    opt_state0 = optimizer.init(theta0) if optimizer is not None else ()
+    if schedule_on not in ("steps", "calls"):
+        raise UserError(f"schedule_on must be 'steps' or 'calls', got schedule_on = {schedule_on!r}")
+    if schedule is None and optimizer is None:
+        schedule = inverse(10.0)
     nan = jnp.full((), jnp.nan, jnp.result_type(float))
+    budgets = None if snapshots is None else _check_snapshots(snapshots, stop)
 
-    def step(carry, k):
-        theta, est_state, opt_state, grads, hvps, bad, key = carry
-        key, k_task, k_est = jax.random.split(key, 3)
-        active = grads + hvps < budget
-        task = problem.sample_task(k_task)
-
-        def update(g, opt_state, theta):
-            if optimizer is None:
-                gamma = schedule(k.astype(nan.dtype))
-                return jax.tree_util.tree_map(lambda t, d: t - (gamma * d).astype(t.dtype), theta, g), opt_state
-            updates, new_opt = optimizer.update(g, opt_state, theta)
+    def update(g, opt_state, theta, gamma):
+        if optimizer is None:
+            return jax.tree_util.tree_map(lambda t, d: t - (gamma * d).astype(t.dtype), theta, g), opt_state
+        updates, new_opt = optimizer.update(g, opt_state, theta)
+        if schedule is None:
             return optax.apply_updates(theta, updates), new_opt
+        return jax.tree_util.tree_map(lambda t, d: t - (gamma * d).astype(t.dtype), theta, updates), new_opt
 
-        estimate = lambda: estimator.estimate(problem, theta, task, k_est, est_state)
-        theta, est_state, opt_state, info, refused = guarded_step(active, estimate, update, theta, est_state,
-                                                                  opt_state)
-        grads, hvps = grads + info.grad_calls, hvps + info.hvp_calls
-        bad = bad + refused.astype(COUNT)
+    def step(state, _):
+        c, snaps = state
+        spent = c.grads + c.hvps
+        if budgets is not None:
+            snaps = _take_snapshots(snaps, c.theta, spent, budgets)
+        if estimator.draws_tasks:
+            key, k_est = jax.random.split(c.key)
+            task = None
+        else:
+            key, k_task, k_est = jax.random.split(c.key, 3)
+            task = problem.sample_task(k_task)
+        active = spent < stop
+        gamma = None
+        if schedule is not None:
+            gamma = schedule((c.steps + 1).astype(nan.dtype) if schedule_on == "steps" else spent)
+        estimate = lambda: estimator.estimate(problem, c.theta, task, k_est, c.est_state)
+        theta, est_state, opt_state, info, refused = guarded_step(
+            active, estimate, lambda g, o, th: update(g, o, th, gamma), c.theta, c.est_state, c.opt_state)
+        grads, hvps = c.grads + info.grad_calls, c.hvps + info.hvp_calls
+        bad = c.n_diverged + refused.astype(COUNT)
         if track_meta:
             loss, mg = meta_objective(problem, theta), norm(meta_gradient(problem, theta))
-        else:
+        elif track_loss and task is not None:
             loss, mg = problem.outer_loss(theta, inner_path(problem, theta, task), task), nan
+        else:
+            loss, mg = nan, nan
         rec = Record(active, grads, hvps, grads + hvps, info.exact, info.q, info.finite, refused, bad, loss, mg,
                      norm(theta))
-        return (theta, est_state, opt_state, grads, hvps, bad, key), rec
+        new = Carry(theta, est_state, opt_state, grads, hvps, bad, c.steps + active.astype(COUNT), key)
+        return (new, snaps), rec
 
-    zero = jnp.zeros((), COUNT)
-    carry0 = (theta0, estimator.init(theta0), opt_state0, zero, zero, zero, key)
-    carry, records = jax.lax.scan(step, carry0, jnp.arange(1, max_steps + 1))
-    return carry[0], records
+    snaps0 = None if budgets is None else _empty_snapshots(carry.theta, budgets.shape[0])
+    (carry, snaps), records = jax.lax.scan(step, (carry, snaps0), None, length=max_steps)
+    if budgets is None:
+        return carry, records
+    return carry, records, _finish_snapshots(snaps, carry)
+
+
+def _check_snapshots(points, stop) -> jax.Array:
+    pts = np.asarray(points)
+    concrete = not isinstance(stop, jax.core.Tracer)
+    if (pts.ndim != 1 or pts.size < 1 or np.any(np.diff(pts) < 0) or pts[0] < 1
+            or (concrete and pts[-1] > stop)):
+        raise UserError(f"snapshots must be increasing budgets in [1, budget = {stop}], got {points!r}")
+    return jnp.asarray(pts, COUNT)
+
+
+def _empty_snapshots(theta, p: int):
+    zeros = jax.tree_util.tree_map(lambda x: jnp.zeros((p,) + jnp.shape(x), jnp.result_type(x)), theta)
+    return Snapshots(zeros, jnp.zeros((p,), COUNT)), jnp.zeros((p,), bool)
+
+
+def _at(mask, leaf):
+    return mask.reshape(mask.shape + (1,) * (leaf.ndim - 1))
+
+
+def _take_snapshots(snaps, theta, spent, budgets):
+    (kept, calls), taken = snaps
+    hit = ~taken & (spent >= budgets)
+    kept = jax.tree_util.tree_map(lambda s, t: jnp.where(_at(hit, s), t[None], s), kept, theta)
+    return Snapshots(kept, jnp.where(hit, spent, calls)), taken | hit
+
+
+def _finish_snapshots(snaps, carry: Carry) -> Snapshots:
+    (kept, calls), taken = snaps
+    kept = jax.tree_util.tree_map(lambda s, t: jnp.where(_at(taken, s), s, t[None]), kept, carry.theta)
+    return Snapshots(kept, jnp.where(taken, calls, carry.grads + carry.hvps))
 
 
 def train_many(problem, estimator, theta0s, keys, **kwargs) -> tuple[PyTree, Record]:

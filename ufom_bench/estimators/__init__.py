@@ -3,6 +3,9 @@
     est = ufom_bench.estimators.get("ufom", q=0.1)   # or estimators.ufom(q=0.1)
     state = est.init(theta)
     grad, info, state = est.estimate(problem, theta, task, key, state)
+
+`meta_batch(estimator, size)` wraps any of them into the mean over a meta-batch of tasks (an `Estimator`
+too; not registered, since it takes an estimator rather than numbers).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from ufom_bench.estimators.es import es
 from ufom_bench.estimators.fom import fom
 from ufom_bench.estimators.forward_gradient import forward_gradient
 from ufom_bench.estimators.implicit import implicit_cg, neumann
-from ufom_bench.estimators.pair import pair
+from ufom_bench.estimators.meta_batch import meta_batch
 from ufom_bench.estimators.pzobo import pzobo
 from ufom_bench.estimators.reptile import reptile
 from ufom_bench.estimators.truncated import truncated
@@ -26,7 +29,7 @@ from ufom_bench.estimators.ufom import ufom
 from ufom_bench.errors import UserError
 
 __all__ = ["COUNT", "DIVERGENCE_GROWTH", "PathCheck", "core", "AdaptiveState", "Estimator", "Info", "NotApplicable",
-           "adaptive_ufom", "exact", "exact_me", "fom", "ufom", "pair", "reptile", "truncated", "pzobo",
+           "adaptive_ufom", "exact", "exact_me", "fom", "ufom", "meta_batch", "reptile", "truncated", "pzobo",
            "forward_gradient", "es", "implicit_cg", "neumann", "get", "names", "not_applicable", "register"]
 
 _REGISTRY: dict[str, Callable[..., Estimator]] = {}

@@ -78,12 +78,15 @@ class Estimator(NamedTuple):
     applicability: None (defined on every problem), or a rule ``(problem, theta, task) -> reason | None``
     taking shape-only arguments (see `not_applicable`); the reason completes "<name> ...", e.g. "needs
     V(theta, T) = theta, but ...".
+    draws_tasks: the estimate draws its own tasks from ``key`` (e.g. `meta_batch`) and ignores ``task``; the
+    outer loop then passes ``task=None`` and one key per step instead of a task key and an estimator key.
     """
 
     init: Callable[[PyTree], PyTree]
     estimate: Callable[..., tuple[PyTree, Info, PyTree]]
     name: str = ""
     applicability: Callable[..., str | None] | None = None
+    draws_tasks: bool = False
 
 
 class NotApplicable(UserError):

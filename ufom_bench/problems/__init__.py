@@ -1,6 +1,6 @@
 """Problem factories: the synthetic ones (Theorem 2 counterexample, piecewise tasks, quadratic) and their
 closed forms, and the real-data ones: hypercleaning (Section 5.2) and few-shot meta-learning (Section 5.3:
-``fewshot`` on image task samplers, ``sinusoid`` regression, ``meta_batch_estimate`` over a meta-batch)."""
+``fewshot`` on image task samplers, ``sinusoid`` regression)."""
 
 from ufom_bench.problems.fewshot import (
     NORMS,
@@ -9,7 +9,6 @@ from ufom_bench.problems.fewshot import (
     conv4_init,
     cross_entropy,
     fewshot,
-    meta_batch_estimate,
     mlp_apply,
     mlp_init,
     sinusoid,
@@ -49,13 +48,12 @@ from ufom_bench.problems.quadratic import (
     quadratic_response,
     quadratic_stationary_point,
 )
-from ufom_bench.problems.synthetic import BiasVariance, FiniteTaskSampler, finite_task_sampler
+from ufom_bench.problems.synthetic import BiasVariance
 
 __all__ = [
     # few-shot (Section 5.3, MAML as ABLO)
     "fewshot",
     "sinusoid",
-    "meta_batch_estimate",
     "conv4_init",
     "conv4_apply",
     "mlp_init",
@@ -68,8 +66,6 @@ __all__ = [
     "hypercleaning",
     "hypercleaning_metrics",
     "BiasVariance",
-    "FiniteTaskSampler",
-    "finite_task_sampler",
     # piecewise / counterexample (Section 5.1, Theorem 2)
     "PiecewiseTask",
     "piecewise_loss",

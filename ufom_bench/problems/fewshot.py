@@ -33,13 +33,12 @@ functions of (theta, phi, T)):
 - ``"none"``: no normalisation (a conv bias is then added).
 Both normalisations are smooth (eps = 1e-5 inside the square root), so HVPs and the exact gradient exist.
 
-`meta_batch_estimate` averages an estimator over a meta-batch of tasks with ``vmap`` (see its docstring
-for UFOM's coin under vmap).
+A meta-batch of tasks is an estimator's business, not the problem's: `ufom_bench.estimators.meta_batch`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -47,12 +46,9 @@ import numpy as np
 
 from ufom_bench.data.fewshot import TaskSampler
 from ufom_bench.data.fewshot import sinusoid as sinusoid_task
-from ufom_bench.estimators import COUNT, Estimator, Info
 from ufom_bench.problem import Problem
 from ufom_bench.problems.synthetic import check_int, check_positive, resolve_dtype
 from ufom_bench.errors import UserError
-
-PyTree = Any
 
 __all__ = [
     "fewshot",
@@ -63,7 +59,6 @@ __all__ = [
     "mlp_apply",
     "cross_entropy",
     "accuracy",
-    "meta_batch_estimate",
     "NORMS",
 ]
 
@@ -226,7 +221,7 @@ def fewshot(sampler: TaskSampler, model: str = "conv4", m: int = 5, k: int = 1, 
       hidden: widths of the MLP's hidden layers (model="mlp").
 
     The meta-batch size is not part of the problem (a Problem describes one task distribution): pass it to
-    `meta_batch_estimate` or to the training loop.
+    `ufom_bench.estimators.meta_batch`.
 
     Returns:
       A `Problem` named like ``"fewshot/glyphs/train/conv4-batch/5w1s"``; theta0 is a dict of arrays.
@@ -270,65 +265,3 @@ def sinusoid(k: int = 10, k_query: int | None = None, r: int = 10, alpha=0.01, s
 
     theta0 = mlp_init(seed, 1, 1, hidden, dt)
     return _make_problem(mlp_apply, _mse, sample_task, theta0, _step_sizes(alpha, r, dt), dt, f"sinusoid/{k}shot")
-
-
-# --------------------------------------------------------------------------------------------------
-# Meta-batches
-# --------------------------------------------------------------------------------------------------
-
-
-def meta_batch_estimate(estimator: Estimator, problem: Problem, theta: PyTree, key: jax.Array, state: PyTree,
-                        meta_batch: int, *, shared_key: bool = True) -> tuple[PyTree, Info, PyTree]:
-    """The estimator averaged over ``meta_batch`` tasks T_1..T_B ~ p(T), vmapped: (1/B) sum_b G(theta, T_b).
-
-    Tasks are drawn with ``problem.sample_task`` from independent subkeys of ``key``; the estimator's own key
-    is one of two kinds:
-
-    - ``shared_key=True`` (default): one estimator key for the whole meta-batch. For UFOM (and Adaptive
-      UFOM) that means one coin xi per meta-step: the estimate is still unbiased (E[xi]/q = 1 for the
-      batch mean as for each task), and because the coin is not batched, ``lax.cond`` stays a real branch
-      under ``vmap``: a meta-step with xi = 0 computes FOM only, so wall time follows the counted calls.
-      The price is variance: the correction (1/q - 1)-term applies to the batch mean of (G - G_FO) all at
-      once instead of averaging B independent coins (up to B times larger in that term).
-    - ``shared_key=False``: independent keys, so independent xi per task (lower variance). Under ``vmap``
-      the coin is batched and ``lax.cond`` becomes a select that computes *both* branches for every task:
-      the counted calls still reflect the branch each task took (each branch returns its own counters and
-      the select picks them), but the wall time is that of the exact branch. Use it for statistics, not
-      for timing; Monte Carlo code wanting FOM and exact per task should use the ``pair`` estimator.
-
-    Info: grad and HVP calls summed over the meta-batch; ``exact`` true if any task took the exact branch;
-    ``finite`` true if every task's estimate is finite; ``q`` the mean q; ``diverged`` true if any task's
-    inner loop diverged (the meta-step is then refused as a whole). State: the estimator's state is
-    given to every task (unbatched) and the B updated states are reduced to one by the mean (floating
-    leaves) or the maximum (integer leaves). For Adaptive UFOM with a shared key the B updates share xi and
-    k_upd, and the mean state is the moving average of the per-task ||b_FO - b_Exact||^2 and ||b_Exact||^2.
-
-    Returns:
-      (mean gradient, summed Info, reduced state). Traceable: jit it with ``meta_batch`` static.
-    """
-    meta_batch = check_int("meta_batch", meta_batch, 1)
-    k_tasks, k_est = jax.random.split(key)
-    tasks = jax.vmap(problem.sample_task)(jax.random.split(k_tasks, meta_batch))
-    if shared_key:
-        est_keys, key_axis = k_est, None
-    else:
-        est_keys, key_axis = jax.random.split(k_est, meta_batch), 0
-
-    def one(task, k):
-        return estimator.estimate(problem, theta, task, k, state)
-
-    grads, infos, states = jax.vmap(one, in_axes=(0, key_axis))(tasks, est_keys)
-    grad = jax.tree_util.tree_map(lambda g: jnp.mean(g, axis=0), grads)
-    info = Info(
-        grad_calls=jnp.sum(infos.grad_calls).astype(COUNT),
-        hvp_calls=jnp.sum(infos.hvp_calls).astype(COUNT),
-        exact=jnp.any(infos.exact),
-        finite=jnp.all(infos.finite),
-        q=jnp.mean(infos.q),
-        diverged=jnp.any(infos.diverged),
-    )
-
-    def reduce(s):
-        return jnp.mean(s, axis=0).astype(s.dtype) if jnp.issubdtype(s.dtype, jnp.floating) else jnp.max(s, axis=0)
-
-    return grad, info, jax.tree_util.tree_map(reduce, states)

@@ -31,8 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ufom_bench.problem import Problem, inner_path, task_at
-from ufom_bench.problems.synthetic import check_int, check_positive, finite_task_sampler, resolve_dtype
+from ufom_bench.problem import FROM_TASKS, Problem, inner_path, task_at
+from ufom_bench.problems.synthetic import check_int, check_positive, resolve_dtype
 from ufom_bench.errors import UserError
 
 __all__ = [
@@ -197,7 +197,7 @@ def hypercleaning(
         inner_loss=_inner_loss,
         outer_loss=_outer_loss,
         init_inner=_init_inner,
-        sample_task=finite_task_sampler(tasks, probs),
+        sample_task=FROM_TASKS,
         step_sizes=jnp.full((r,), alpha, dt),
         theta0=jnp.zeros((X_train.shape[0],), dt),
         tasks=tasks,

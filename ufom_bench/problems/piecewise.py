@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.optimize
 
-from ufom_bench.problem import Problem
+from ufom_bench.problem import FROM_TASKS, Problem
 from ufom_bench.problems.synthetic import (
     BiasVariance,
     check_finite,
@@ -32,7 +32,6 @@ from ufom_bench.problems.synthetic import (
     check_positive,
     check_probs,
     check_vector,
-    finite_task_sampler,
     resolve_dtype,
 )
 from ufom_bench.errors import UserError
@@ -212,7 +211,7 @@ def piecewise_tasks(
         inner_loss=_inner_loss,
         outer_loss=_outer_loss,
         init_inner=_init_inner,
-        sample_task=finite_task_sampler(tasks, probs_arr),
+        sample_task=FROM_TASKS,
         step_sizes=jnp.full((r,), alpha, dt),
         theta0=jnp.asarray(theta0, dt),
         tasks=tasks,

@@ -25,13 +25,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ufom_bench.problem import Problem
+from ufom_bench.problem import FROM_TASKS, Problem
 from ufom_bench.problems.synthetic import (
     BiasVariance,
     check_finite,
     check_int,
     check_positive,
-    finite_task_sampler,
     resolve_dtype,
 )
 from ufom_bench.errors import UserError
@@ -186,7 +185,7 @@ def quadratic(
         inner_loss=_inner_loss,
         outer_loss=_outer_loss,
         init_inner=_init_inner,
-        sample_task=finite_task_sampler(tasks, probs),
+        sample_task=FROM_TASKS,
         step_sizes=arr(alphas),
         theta0=jnp.zeros((p,), dt),
         tasks=tasks,

@@ -1,4 +1,5 @@
-"""Shared pieces of the synthetic problems: dtype resolution, argument checks, a finite-task sampler.
+"""Shared pieces of the synthetic problems: dtype resolution and argument checks (a finite task set is
+sampled by `ufom_bench.problem.FROM_TASKS`, which draws from the problem's own ``tasks``).
 
 The problems themselves live in `ufom_bench.problems.piecewise` (the Theorem 2 / Figure 1 counterexample)
 and `ufom_bench.problems.quadratic` (a p-dimensional problem with closed forms); both are re-exported from
@@ -7,7 +8,6 @@ and `ufom_bench.problems.quadratic` (a p-dimensional problem with closed forms);
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, NamedTuple
 
 import jax
@@ -18,7 +18,7 @@ from ufom_bench.errors import UserError, check_int  # noqa: F401  (check_int: re
 
 PyTree = Any
 
-__all__ = ["BiasVariance", "FiniteTaskSampler", "finite_task_sampler", "resolve_dtype"]
+__all__ = ["BiasVariance", "resolve_dtype"]
 
 
 class BiasVariance(NamedTuple):
@@ -39,50 +39,6 @@ def resolve_dtype(dtype) -> np.dtype:
     if not np.issubdtype(dt, np.floating):
         raise UserError(f"dtype must be a floating dtype, got dtype = {dtype!r}")
     return dt
-
-
-def finite_task_sampler(tasks: PyTree, probs: jax.Array) -> "FiniteTaskSampler":
-    """A ``sample_task(key)`` drawing row i of ``tasks`` (leaves stacked on axis 0) with probability probs[i].
-
-    Pure JAX (an index from `jax.random.choice`, then indexing every leaf), so it works under jit and vmap.
-    The sampler holds ``tasks`` and ``probs``: a `Problem.replace(tasks=...)` does not change what it draws.
-    Two samplers over equal arrays compare (and hash) equal, so a jitted function taking a `Problem` (whose
-    functions are static) is not recompiled for a new problem that differs only in its array leaves
-    (e.g. step sizes); a closure would compare by identity and force a recompile per problem.
-    """
-    return FiniteTaskSampler(tasks, probs)
-
-
-class FiniteTaskSampler:
-    """See `finite_task_sampler`. Equality and hash come from a digest of the arrays (taken once)."""
-
-    def __init__(self, tasks: PyTree, probs):
-        self.tasks = tasks
-        self.probs = jnp.asarray(probs)
-        self.num_tasks = jax.tree_util.tree_leaves(tasks)[0].shape[0]
-        leaves, treedef = jax.tree_util.tree_flatten((tasks, self.probs))
-        if any(isinstance(x, jax.core.Tracer) for x in leaves):
-            self._key = ("id", id(self))  # built under a transformation: identity semantics
-        else:
-            h = hashlib.blake2b(str(treedef).encode(), digest_size=20)
-            for leaf in leaves:
-                arr = np.ascontiguousarray(np.asarray(leaf))
-                h.update(f"{arr.dtype.str}{arr.shape}".encode())
-                h.update(arr.view(np.uint8).ravel())
-            self._key = ("digest", h.hexdigest())
-
-    def __call__(self, key: jax.Array) -> PyTree:
-        i = jax.random.choice(key, self.num_tasks, p=self.probs)
-        return jax.tree_util.tree_map(lambda x: x[i], self.tasks)
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, FiniteTaskSampler) and self._key == other._key
-
-    def __hash__(self) -> int:
-        return hash(self._key)
-
-    def __repr__(self) -> str:
-        return f"FiniteTaskSampler(num_tasks={self.num_tasks}, {self._key[0]}={self._key[1]!s:.12})"
 
 
 # ---------------------------------------------------------------------------------------------------------
