@@ -13,15 +13,15 @@ from theory import checkpointing as ck
 
 pytestmark = pytest.mark.usefixtures("x64")  # exactness checks in float64
 
-NAMES = ("checkpointing_t_closed_form", "checkpointing_split_rule", "checkpointing_m1_is_exact_me",
-         "checkpointing_m_ge_r_is_algorithm2")
+NAMES = ("ckpt_closed_form", "ckpt_split_rule", "ckpt_m1_is_exact_me",
+         "ckpt_m_r_is_algorithm2")
 
 
 def test_checks_present_and_matching():
     for name in NAMES:
         assert theory.CHECKS[name].matches, name
     tex = theory.latex()
-    for name in ("checkpointing_forward_steps", "checkpointing_C_rnd", "checkpointing_expected_time"):
+    for name in ("ckpt_forward_steps", "ckpt_C_rnd", "ckpt_expected_time"):
         assert tex[name]
 
 

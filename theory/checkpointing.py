@@ -199,7 +199,7 @@ def derivation() -> CheckpointingDerivation:
     # The closed form is the minimum of the dynamic programme (exhaustive over a range).
     dp = forward_steps_dp(L_CHECK, S_CHECK)
     closed_ok = all(dp[a, b] == forward_steps(a, b) for a in range(1, L_CHECK + 1) for b in range(1, S_CHECK + 1))
-    checks["checkpointing_t_closed_form"] = Check(
+    checks["ckpt_closed_form"] = Check(
         r"t(l, s) = \min_{1 \leq k < l} k + t(k, s) + t(l - k, s - 1),\ t(1, s) = 0,\ t(l, 1) = \frac{l(l-1)}{2}",
         tex(sp.Eq(sp.Symbol("t(l, s)"), t), NAMES) + r",\ \beta(s, \rho - 1) < l \leq \beta(s, \rho)",
         closed_ok,
@@ -212,7 +212,7 @@ def derivation() -> CheckpointingDerivation:
     identity = sp.gammasimp(k + t_sym(k, s, rho - 1) + t_sym(l - k, s - 1, rho) - t) == 0
     rule_ok = all(schedule_steps(a, b) == forward_steps(a, b)
                   for a in range(1, L_CHECK + 1) for b in range(1, S_CHECK + 1))
-    checks["checkpointing_split_rule"] = Check(
+    checks["ckpt_split_rule"] = Check(
         tex(sp.Eq(k + t_sym(k, s, rho - 1) + t_sym(l - k, s - 1, rho), t), NAMES),
         r"k = \min(\beta(s, \rho - 1),\ l - \beta(s - 1, \rho - 1)) \text{ is optimal}",
         bool(identity) and rule_ok,
@@ -229,19 +229,19 @@ def derivation() -> CheckpointingDerivation:
     # m = 1: rho = r (beta(1, r - 1) = r < r + 1 <= r + 1); m = r: rho = 1.
     at_1 = sp.expand_func(c_rnd.subs({m: 1, rho: r}))
     at_r = sp.expand_func(c_rnd.subs({m: r, rho: 1}))
-    checks["checkpointing_m1_is_exact_me"] = Check(
+    checks["ckpt_m1_is_exact_me"] = Check(
         tex(sp.factor(at_1)), tex(sp.factor(d.c_rnd)), equal(at_1, d.c_rnd),
         "C_rnd(r, 1) (rho = r) against Section 4.4's C_rnd (theory.cost): exact_me's recomputation",
     )
-    checks["checkpointing_m_ge_r_is_algorithm2"] = Check(
+    checks["ckpt_m_r_is_algorithm2"] = Check(
         tex(at_r), tex(d.c_rnd_stored), equal(at_r, d.c_rnd_stored),
         "C_rnd(r, r) (rho = 1) against the stored-states C_rnd (Algorithm 2) of theory.cost",
     )
     time = c_det + q * c_rnd
-    latex["checkpointing_forward_steps"] = tex(sp.Eq(sp.Symbol("t(l, s)"), t), NAMES)
-    latex["checkpointing_grad_calls"] = tex(sp.Eq(sp.Symbol("grads"), grads), NAMES)
-    latex["checkpointing_C_rnd"] = tex(sp.Eq(C_rnd, c_rnd), NAMES)
-    latex["checkpointing_expected_time"] = tex(sp.Eq(sp.Symbol("E[time]"), time), NAMES)
-    latex["checkpointing_time_model_eq19"] = tex(
+    latex["ckpt_forward_steps"] = tex(sp.Eq(sp.Symbol("t(l, s)"), t), NAMES)
+    latex["ckpt_grad_calls"] = tex(sp.Eq(sp.Symbol("grads"), grads), NAMES)
+    latex["ckpt_C_rnd"] = tex(sp.Eq(C_rnd, c_rnd), NAMES)
+    latex["ckpt_expected_time"] = tex(sp.Eq(sp.Symbol("E[time]"), time), NAMES)
+    latex["ckpt_time_model_eq19"] = tex(
         choice_of_q.S ** (2 / (1 - 2 * choice_of_q.eps)) * (C_det + C_rnd * q)) + r",\ C_{rnd} = C_{rnd}(r, m)"
     return CheckpointingDerivation(t, grads, hvps, c_det, c_rnd, time, checks, latex)
