@@ -7,11 +7,16 @@ Numeric functions take numpy or jax inputs (jax ones stay traceable under `jax.j
 Modules: cost (Proposition 1, C_det, C_rnd), bias (D_bound, eq. 15), moments (UFOM's moments over xi,
 Lemma 1), choice_of_q (time model (19), condition (20), quadratic (21), q*, the released code's variant),
 zeroth_order (costs and tr Cov of pzobo, forward_gradient, es beside UFOM's), implicit (grad and HVP calls of
-implicit_cg and neumann).
+implicit_cg and neumann), checkpointing (binomial checkpointing of the exact branch: t(l, s), C_rnd(r, m),
+q*(m), UFOM(q*(m), m) against exact and exact_me at fixed memory).
 """
 
 from theory._sym import Check
+from theory import checkpointing
 from theory.bias import d_bound, d_bound_const
+from theory.checkpointing import (at_fixed_memory, checkpointed_calls, forward_steps, repetition_number)
+from theory.checkpointing import costs as checkpointed_costs
+from theory.checkpointing import optimal_q as optimal_q_checkpointed
 from theory.checks import all_checks, latex, mismatches
 from theory.cost import branch_calls, branch_total, costs, expected_calls
 from theory.implicit import implicit_cg_calls, neumann_calls
@@ -45,6 +50,10 @@ __all__ = [
     "DEFAULT_MODEL",
     "MODELS",
     "all_checks",
+    "at_fixed_memory",
+    "checkpointed_calls",
+    "checkpointed_costs",
+    "checkpointing",
     "branch_calls",
     "branch_total",
     "condition_eq20",
@@ -54,12 +63,15 @@ __all__ = [
     "dT_dq_at_1_positive",
     "expected_calls",
     "fom_bias",
+    "forward_steps",
     "implicit_cg_calls",
     "latex",
     "lemma1_bound",
     "mismatches",
+    "repetition_number",
     "neumann_calls",
     "optimal_q",
+    "optimal_q_checkpointed",
     "optimal_q_jax",
     "optimal_q_time_sqrt_variance",
     "time_model",

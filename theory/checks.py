@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from theory import bias, choice_of_q, cost, implicit, moments, zeroth_order
+from theory import bias, checkpointing, choice_of_q, cost, implicit, moments, zeroth_order
 from theory._sym import Check
 
-_MODULES = (cost, bias, moments, choice_of_q, zeroth_order, implicit)
+_MODULES = (cost, bias, moments, choice_of_q, zeroth_order, implicit, checkpointing)
 
 
 def all_checks() -> dict[str, Check]:

@@ -16,6 +16,7 @@ from ufom_bench.estimators import core
 from ufom_bench.estimators.core import COUNT, DIVERGENCE_GROWTH, Estimator, Info, NotApplicable, PathCheck
 from ufom_bench.estimators.adaptive_ufom import AdaptiveState, adaptive_ufom
 from ufom_bench.estimators.exact import exact
+from ufom_bench.estimators.exact_ckpt import exact_ckpt
 from ufom_bench.estimators.exact_me import exact_me
 from ufom_bench.estimators.es import es
 from ufom_bench.estimators.fom import fom
@@ -30,7 +31,8 @@ from ufom_bench.errors import UserError
 
 __all__ = ["COUNT", "DIVERGENCE_GROWTH", "PathCheck", "core", "AdaptiveState", "Estimator", "Info", "NotApplicable",
            "adaptive_ufom", "exact", "exact_me", "fom", "ufom", "meta_batch", "reptile", "truncated", "pzobo",
-           "forward_gradient", "es", "implicit_cg", "neumann", "get", "names", "not_applicable", "register"]
+           "forward_gradient", "es", "implicit_cg", "neumann", "exact_ckpt", "get", "names", "not_applicable",
+           "register"]
 
 _REGISTRY: dict[str, Callable[..., Estimator]] = {}
 
@@ -63,5 +65,5 @@ def not_applicable(estimator: Estimator | str, problem, theta=None, task=None) -
 
 for _name, _factory in [("exact", exact), ("exact_me", exact_me), ("fom", fom), ("ufom", ufom), ("adaptive_ufom", adaptive_ufom),
                        ("reptile", reptile), ("truncated", truncated), ("pzobo", pzobo), ("forward_gradient", forward_gradient),
-                       ("es", es), ("implicit_cg", implicit_cg), ("neumann", neumann)]:
+                       ("es", es), ("implicit_cg", implicit_cg), ("neumann", neumann), ("exact_ckpt", exact_ckpt)]:
     register(_name, _factory)
