@@ -28,7 +28,7 @@ class _Cache:
         """{"grad_calls", "hvp_calls", "formula"}: per (rule, r); {"temp_bytes"}: per (rule, r, problem)."""
         import jax
 
-        import theory
+        from ufom_bench import theory
         from ufom_bench import estimators, memory
 
         out = {"grad_calls": {}, "hvp_calls": {}, "formula": {}, "temp_bytes": {}}

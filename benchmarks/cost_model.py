@@ -95,7 +95,7 @@ def workloads(problem: str) -> tuple[dict, dict]:
     """
     import jax
 
-    import theory
+    from ufom_bench import theory
 
     calls, counts, built_at = {}, {}, {}
     for r in C.R_COST_MODEL:

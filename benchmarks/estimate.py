@@ -82,7 +82,7 @@ class _StaticCache:
         """
         import jax
 
-        import theory  # noqa: F401  (sympy at import: not a compile cost)
+        from ufom_bench import theory  # noqa: F401  (sympy at import: not a compile cost)
         from ufom_bench import memory
 
         C.warm_up_compiler()

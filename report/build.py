@@ -12,11 +12,11 @@ from typing import Mapping
 
 import pandas as pd
 
-from report import figures
-from report.document import Report, pdf_page_count
-from report.fewshot import add_fewshot_section, fewshot_claims
-from report.hypercleaning import add_hypercleaning_section, hypercleaning_claims
-from report.theory_section import add_theory_section
+from ufom_bench.report import figures
+from ufom_bench.report.document import Report, pdf_page_count
+from ufom_bench.report.fewshot import add_fewshot_section, fewshot_claims
+from ufom_bench.report.hypercleaning import add_hypercleaning_section, hypercleaning_claims
+from ufom_bench.report.theory_section import add_theory_section
 from ufom_bench.analysis import figure_claims
 
 

@@ -61,8 +61,8 @@ from reportlab.platypus import (
 from reportlab.platypus.flowables import _listWrapOn
 from reportlab.platypus.tableofcontents import TableOfContents
 
-from report._math import MathFlowable, parse_math, sanitize
-from report.pdftext import pdf_page_count, pdf_text  # the report's page count; re-exported for the tests
+from ufom_bench.report._math import MathFlowable, parse_math, sanitize
+from ufom_bench.report.pdftext import pdf_page_count, pdf_text  # the report's page count; re-exported for the tests
 
 __all__ = ["Report", "FormulaFallback", "VERDICTS", "pdf_text", "pdf_page_count", "sanitize"]
 

@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-import theory
-from report.document import Report
+from ufom_bench import theory
+from ufom_bench.report.document import Report
 from ufom_bench.analysis import (
     Z95,
     alpha_trend_z,

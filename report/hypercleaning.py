@@ -1,6 +1,6 @@
 """The data-hypercleaning section (the paper's Table 1, Section 5.2) and its claim rows.
 
-    from report.hypercleaning import add_hypercleaning_section, hypercleaning_claims
+    from ufom_bench.report.hypercleaning import add_hypercleaning_section, hypercleaning_claims
     add_hypercleaning_section(rep, results["hypercleaning"], scale)
     claims = hypercleaning_claims(results["hypercleaning"])   # rows for the report's claims table
 
@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from report.document import Report
+from ufom_bench.report.document import Report
 from ufom_bench.analysis import curve_ci, mean_ci, paired_comparison
 
 __all__ = ["add_hypercleaning_section", "hypercleaning_claims", "table1_analog", "paired_comparisons",

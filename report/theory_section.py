@@ -13,8 +13,8 @@ from xml.sax.saxutils import escape
 
 import pandas as pd
 
-import theory
-from report.document import Report
+from ufom_bench import theory
+from ufom_bench.report.document import Report
 
 SECTION_TITLE = "Theory (derived with sympy)"
 Q_TABLE_TITLE = "q* under the paper's time model (19) vs the released code's T*sqrt(S) rule"
@@ -44,7 +44,7 @@ def _q_star_values(r: int, ratios: Sequence[float], eps: float) -> list:
     paper, released = "paper_eq19", "released_code_T_sqrtS"
     missing = {paper, released} - set(theory.MODELS)
     if missing:
-        raise KeyError(f"theory.MODELS lacks {sorted(missing)}")
+        raise KeyError(f"ufom_bench.theory.MODELS lacks {sorted(missing)}")
     cd, cr = theory.costs(r)
     cd_code, cr_code = theory.costs(r, recompute=False)
     out = []

@@ -7,7 +7,7 @@ from typing import Callable
 
 import pandas as pd
 
-from simulations import claims, fewshot, hypercleaning, synthetic
+from ufom_bench.simulations import claims, fewshot, hypercleaning, synthetic
 from ufom_bench.errors import UserError
 
 SCALES = tuple(synthetic.SCALES)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-import theory
+from ufom_bench import theory
 from ufom_bench import estimators, problems
 from ufom_bench.analysis import Z
 from ufom_bench.analysis import claim_row as _row

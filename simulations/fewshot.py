@@ -35,7 +35,7 @@ optimizer like Adam"). Adam is invariant to a constant rescaling of its input (u
 **Outer step sizes** were chosen on the *validation* classes (`lr_grid`): each estimator trained at the full
 default budget, seed 0, 5-way, Adam lr in ``LR_GRID`` (plus 0.001 for Reptile, whose optimum sat at the grid's
 lower edge), then evaluated on 300 validation tasks. The measured validation accuracies are
-``LR_GRID_RESULTS`` (the printout of ``python -m simulations.fewshot lr``); the best lr per estimator is ``LR``
+``LR_GRID_RESULTS`` (the printout of ``python -m ufom_bench.simulations.fewshot lr``); the best lr per estimator is ``LR``
 (0.03 for exact_me, FOM and Adaptive UFOM; 0.001 for Reptile, nearly flat in lr). The test classes were not
 looked at. The same ``LR`` is used at every scale and for 10-way (re-run `lr_grid` at paper scale on a source
 with validation classes to re-tune).
@@ -103,7 +103,7 @@ import numpy as np
 import optax
 import pandas as pd
 
-import theory
+from ufom_bench import theory
 from ufom_bench import estimators, montecarlo
 from ufom_bench.data import fewshot as fewshot_data
 from ufom_bench.data.glyphs import glyphs
@@ -548,9 +548,10 @@ def lr_grid(scale: str = "default", source: str = "glyphs", m: int | None = None
 CELLS = {"fewshot": cell_fewshot}
 
 
-if __name__ == "__main__":  # python -m simulations.fewshot lr [scale]: the step-size selection table
+if __name__ == "__main__":  # python -m ufom_bench.simulations.fewshot lr [scale]: the step-size selection table
     if len(sys.argv) > 1 and sys.argv[1] == "lr":
-        table = lr_grid(sys.argv[2] if len(sys.argv) > 2 else "default")
+        with jax.enable_x64(True):  # the experiment's precision (simulations.X64)
+            table = lr_grid(sys.argv[2] if len(sys.argv) > 2 else "default")
         print(table.to_string(index=False))
         best = table.loc[table.groupby("estimator")["val_accuracy"].idxmax(), ["estimator", "lr"]]
         print("best:", dict(zip(best["estimator"], best["lr"])))

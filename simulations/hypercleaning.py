@@ -73,7 +73,7 @@ import numpy as np
 import optax
 import pandas as pd
 
-import theory
+from ufom_bench import theory
 from ufom_bench import estimators, problems
 from ufom_bench.data import mnist
 from ufom_bench.estimators import Estimator

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-import theory
+from ufom_bench import theory
 from ufom_bench import estimators, montecarlo, problems
 from ufom_bench.estimators import Estimator
 from ufom_bench.problem import meta_objective

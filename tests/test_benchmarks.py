@@ -187,7 +187,7 @@ class FakeCall:
 
 def fake_workloads(cost_model, clock, slowdown):
     """A stand-in for ``cost_model.workloads``: its calls and counts, with FakeCalls of known times."""
-    import theory
+    from ufom_bench import theory
 
     C = cost_model.C
 
@@ -222,7 +222,7 @@ def fake_cost_model(suite, monkeypatch, slowdown):
 def test_cost_model_arithmetic_with_a_fake_clock(suite, monkeypatch):
     """With known times, CostModel reports C1, C2 and the marginal times exactly, and measured / predicted =
     the estimate's slowdown over FOM's; the dispatched ratios from single calls (overhead included)."""
-    import theory
+    from ufom_bench import theory
 
     cm, cache = fake_cost_model(suite, monkeypatch, SLOWDOWN)
     for scale, problem in enumerate(cm.PROBLEMS, start=1):

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-import simulations
+from ufom_bench import simulations
 from ufom_bench.sweep import results_lock
 
 FAST = 60  # seconds: a generous bound for a command that fails at once (imports take seconds under load)

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import theory
+from ufom_bench import theory
 
 from helpers import flat, pytree_problem
 from ufom_bench import estimators as E

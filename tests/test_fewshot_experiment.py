@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from report.document import Report, pdf_text
-from report.fewshot import PAPER_TABLE2, SECTION_TITLE, TABLE_TITLE, add_fewshot_section, fewshot_claims
-from simulations import fewshot as fs
-from simulations import report_settings
+from ufom_bench.report.document import Report, pdf_text
+from ufom_bench.report.fewshot import PAPER_TABLE2, SECTION_TITLE, TABLE_TITLE, add_fewshot_section, fewshot_claims
+from ufom_bench.simulations import fewshot as fs
+from ufom_bench.simulations import report_settings
 from ufom_bench import analysis
 from ufom_bench.sweep import run_sweep
 

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import theory
+from ufom_bench import theory
 from helpers import flat, pytree_problem
 from test_estimators import _nonlinear_problem
 from test_pzobo import N, N_TRACE, Z_LEVEL, max_z, run, samples, setting, trace_cov

@@ -8,9 +8,9 @@ import optax
 import pandas as pd
 import pytest
 
-import theory
-from report import hypercleaning as rhc
-from simulations import hypercleaning as hc
+from ufom_bench import theory
+from ufom_bench.report import hypercleaning as rhc
+from ufom_bench.simulations import hypercleaning as hc
 from ufom_bench import Problem, problems
 from ufom_bench.estimators import Estimator
 from ufom_bench.problem import inner_path, task_at
@@ -63,7 +63,7 @@ def test_smoke_cell_has_every_column(name, smoke):
 
 def test_report_section_builds_from_smoke_run(smoke, tmp_path):
     """The smoke run has every column report/hypercleaning.py reads (no NaN there), and the section builds."""
-    from report import Report, pdf_text
+    from ufom_bench.report import Report, pdf_text
 
     frame = pd.concat(smoke.values(), ignore_index=True)
     ev, st = frame[frame["record"] == "eval"], frame[frame["record"] == "step"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-import theory
+from ufom_bench import theory
 from helpers import flat, pytree_problem
 from test_estimators import _nonlinear_problem
 from ufom_bench import Problem, estimators as E, problems

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from helpers import flat, pytree_problem
 
-import theory
+from ufom_bench import theory
 from ufom_bench import Problem, estimators, montecarlo as mc, problems
 from ufom_bench.problem import task_at
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import theory
+from ufom_bench import theory
 from ufom_bench import estimators as E, montecarlo as mc, problems
 from ufom_bench.errors import UserError
 

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import theory
+from ufom_bench import theory
 from helpers import flat, pytree_problem
 from test_estimators import _nonlinear_problem
 from ufom_bench import estimators as E

@@ -13,9 +13,9 @@ import pytest  # noqa: E402
 import seaborn as sns  # noqa: E402
 from reportlab.platypus import Flowable  # noqa: E402
 
-import theory  # noqa: E402
-from report import Report, add_theory_section, pdf_page_count, pdf_text, q_star_table, sanitize  # noqa: E402
-from report.theory_section import Q_TABLE_TITLE, SECTION_TITLE  # noqa: E402
+from ufom_bench import theory  # noqa: E402
+from ufom_bench.report import Report, add_theory_section, pdf_page_count, pdf_text, q_star_table, sanitize  # noqa: E402
+from ufom_bench.report.theory_section import Q_TABLE_TITLE, SECTION_TITLE  # noqa: E402
 
 CLAIMS = [
     {"claim": "UFOM is unbiased", "source": "Lemma 1", "measured": "|z| = 0.8 (n = 4000)",
@@ -181,7 +181,7 @@ def test_long_table_starts_under_its_heading(tmp_path):
 
 
 def test_divergence_summary_counts_each_experiment_by_its_own_rule():
-    from report.build import divergence_summary
+    from ufom_bench.report.build import divergence_summary
     from ufom_bench.estimators import DIVERGENCE_GROWTH
 
     results = {

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from report.document import Report, pdf_text
-from report.fewshot import (
+from ufom_bench.report.document import Report, pdf_text
+from ufom_bench.report.fewshot import (
     SECTION_TITLE,
     TABLE_TITLE,
     add_fewshot_section,
@@ -14,7 +14,7 @@ from report.fewshot import (
     ordering_claim,
     table2_display,
 )
-from simulations import fewshot as fs
+from ufom_bench.simulations import fewshot as fs
 
 R, B = 3, 2
 

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from report import Report, VERDICTS, pdf_text
-from report import hypercleaning as rhc
-from simulations import hypercleaning as hc
+from ufom_bench.report import Report, VERDICTS, pdf_text
+from ufom_bench.report import hypercleaning as rhc
+from ufom_bench.simulations import hypercleaning as hc
 
 CLAIM_COLUMNS = ["claim", "source", "measured", "criterion", "verdict"]
 
@@ -61,7 +61,7 @@ def test_claim_rows_well_formed():
     for col in CLAIM_COLUMNS:
         assert c[col].map(lambda x: isinstance(x, str) and x.strip() != "").all(), col
     # they concatenate with the direct claims (report.build.all_claims) and render as a claims table
-    from simulations import claims
+    from ufom_bench.simulations import claims
 
     assert set(c.columns) == set(pd.DataFrame([claims._row("x", "y", "z", "w", True)]).columns)
     Report("t").claims_table(c[CLAIM_COLUMNS].to_dict("records"))

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-import simulations
-from report.document import pdf_text
+from ufom_bench import simulations
+from ufom_bench.report.document import pdf_text
 from ufom_bench.cli import main
 
 pytestmark = pytest.mark.usefixtures("x64")  # exactness checks in float64

@@ -8,8 +8,8 @@ import pytest
 import sympy as sp
 from scipy.optimize import minimize_scalar
 
-import theory as th
-from theory import _sym, bias, choice_of_q as oq, cost
+from ufom_bench import theory as th
+from ufom_bench.theory import _sym, bias, choice_of_q as oq, cost
 
 pytestmark = pytest.mark.usefixtures("x64")  # exactness checks in float64
 
@@ -41,7 +41,7 @@ def test_expected_checks_present():
 
 def test_comparison_catches_typos():
     """The comparison is not vacuous: a perturbed printed form is reported as different."""
-    from theory._sym import C_det, C_rnd, D2, V2, eps, q, r
+    from ufom_bench.theory._sym import C_det, C_rnd, D2, V2, eps, q, r
     d = oq.derivation()
     n_paper = d.N.subs(_sym.kappa, 2 / (1 - 2 * eps))
     typo21 = (C_rnd * (V2 - D2) * q**2 + (2 * eps - 1) / (2 * eps + 1) * D2 * C_rnd * q

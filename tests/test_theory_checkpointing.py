@@ -1,4 +1,4 @@
-"""theory.checkpointing: Griewank's t(l, s) against the dynamic programme, the split rule, the two ends against
+"""ufom_bench.theory.checkpointing: Griewank's t(l, s) against the dynamic programme, the split rule, the two ends against
 theory.cost, C_rnd(r, m), q*(m) and UFOM(q*(m), m) at fixed memory (the counters are compared with these
 formulas in tests/test_exact_ckpt.py)."""
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import sympy as sp
 
-import theory
-from theory import checkpointing as ck
+from ufom_bench import theory
+from ufom_bench.theory import checkpointing as ck
 
 pytestmark = pytest.mark.usefixtures("x64")  # exactness checks in float64
 

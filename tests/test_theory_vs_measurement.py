@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import theory
+from ufom_bench import theory
 from ufom_bench import estimators as E
 from ufom_bench import montecarlo, problems
 from ufom_bench.problem import task_at

@@ -1,4 +1,4 @@
-"""theory.zeroth_order: every derived formula matches its stated form, the derivation can fail, the numeric forms."""
+"""ufom_bench.theory.zeroth_order: every derived formula matches its stated form, the derivation can fail, the numeric forms."""
 
 import jax
 import jax.numpy as jnp
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import sympy as sp
 
-import theory
-from theory import zeroth_order as Z
+from ufom_bench import theory
+from ufom_bench.theory import zeroth_order as Z
 
 pytestmark = pytest.mark.usefixtures("x64")
 

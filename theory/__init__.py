@@ -11,19 +11,19 @@ implicit_cg and neumann), checkpointing (binomial checkpointing of the exact bra
 q*(m), UFOM(q*(m), m) against exact and exact_me at fixed memory).
 """
 
-from theory._sym import Check
-from theory import checkpointing
-from theory.bias import d_bound, d_bound_const
-from theory.checkpointing import (at_fixed_memory, checkpointed_calls, forward_steps, repetition_number)
-from theory.checkpointing import costs as checkpointed_costs
-from theory.checkpointing import optimal_q as optimal_q_checkpointed
-from theory.checks import all_checks, latex, mismatches
-from theory.cost import branch_calls, branch_total, costs, expected_calls
-from theory.implicit import implicit_cg_calls, neumann_calls
-from theory.moments import fom_bias, lemma1_bound, ufom_second_moment, ufom_xi_variance
-from theory.zeroth_order import (direction_trace_cov, es_trace_cov, forward_gradient_trace_cov, pzobo_trace_cov,
+from ufom_bench.theory._sym import Check
+from ufom_bench.theory import checkpointing
+from ufom_bench.theory.bias import d_bound, d_bound_const
+from ufom_bench.theory.checkpointing import (at_fixed_memory, checkpointed_calls, forward_steps, repetition_number)
+from ufom_bench.theory.checkpointing import costs as checkpointed_costs
+from ufom_bench.theory.checkpointing import optimal_q as optimal_q_checkpointed
+from ufom_bench.theory.checks import all_checks, latex, mismatches
+from ufom_bench.theory.cost import branch_calls, branch_total, costs, expected_calls
+from ufom_bench.theory.implicit import implicit_cg_calls, neumann_calls
+from ufom_bench.theory.moments import fom_bias, lemma1_bound, ufom_second_moment, ufom_xi_variance
+from ufom_bench.theory.zeroth_order import (direction_trace_cov, es_trace_cov, forward_gradient_trace_cov, pzobo_trace_cov,
                                  zeroth_order_calls)
-from theory.choice_of_q import (
+from ufom_bench.theory.choice_of_q import (
     DEFAULT_MODEL,
     MODELS,
     condition_eq20,

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import sympy as sp
 
-from theory._sym import L1, L2, M1, Check, Numeric, alpha, as_arrays, equal, j, jp, m, r, tex, xp_for
+from ufom_bench.theory._sym import L1, L2, M1, Check, Numeric, alpha, as_arrays, equal, j, jp, m, r, tex, xp_for
 
 
 def printed_sum(alphas, M1_, L1_, L2_):

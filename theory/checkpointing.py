@@ -30,9 +30,9 @@ from typing import NamedTuple
 import numpy as np
 import sympy as sp
 
-from theory import choice_of_q
-from theory._sym import C1, C2, C_det, C_rnd, Check, equal, q, r, tex
-from theory import cost as _cost
+from ufom_bench.theory import choice_of_q
+from ufom_bench.theory._sym import C1, C2, C_det, C_rnd, Check, equal, q, r, tex
+from ufom_bench.theory import cost as _cost
 
 l, s, k = sp.symbols("l s k", positive=True, integer=True)
 m = sp.Symbol("m", positive=True, integer=True)  # checkpoints (stored inner states)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from theory import bias, checkpointing, choice_of_q, cost, implicit, moments, zeroth_order
-from theory._sym import Check
+from ufom_bench.theory import bias, checkpointing, choice_of_q, cost, implicit, moments, zeroth_order
+from ufom_bench.theory._sym import Check
 
 _MODULES = (cost, bias, moments, choice_of_q, zeroth_order, implicit, checkpointing)
 

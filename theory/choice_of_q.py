@@ -24,7 +24,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 import sympy as sp
 
-from theory._sym import (
+from ufom_bench.theory._sym import (
     C_det,
     C_rnd,
     D2,

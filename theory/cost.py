@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import sympy as sp
 
-from theory._sym import C1, C2, C_det, C_rnd, Check, Numeric, equal, j, j1, q, r, tex, xi
+from ufom_bench.theory._sym import C1, C2, C_det, C_rnd, Check, Numeric, equal, j, j1, q, r, tex, xi
 
 
 class CostDerivation(NamedTuple):

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import sympy as sp
 
-from theory._sym import Check, Numeric, equal, j, r, tex
+from ufom_bench.theory._sym import Check, Numeric, equal, j, r, tex
 
 iters = sp.Symbol("m", positive=True, integer=True)  # CG iterations
 terms = sp.Symbol("K", positive=True, integer=True)  # Neumann terms

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import sympy as sp
 
-from theory._sym import D2, V2, Check, Numeric, equal, q, tex
+from ufom_bench.theory._sym import D2, V2, Check, Numeric, equal, q, tex
 
 gg, ff, fg = sp.symbols("gg ff fg", real=True)  # <G,G>, <F,F>, <F,G>
 G2 = sp.Symbol("G2", nonnegative=True)  # ||G||^2 (one task) or E_T ||G||^2

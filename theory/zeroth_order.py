@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import sympy as sp
 
-from theory._sym import Check, Numeric, equal, j, j1, m, r, tex
+from ufom_bench.theory._sym import Check, Numeric, equal, j, j1, m, r, tex
 
 s = sp.Symbol("s", positive=True, integer=True)  # dimension of theta
 Q = sp.Symbol("Q", positive=True, integer=True)  # number of directions (n_dirs)

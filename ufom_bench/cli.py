@@ -62,7 +62,7 @@ def _demo(args) -> int:
 
 
 def _list(args) -> int:
-    import simulations
+    from ufom_bench import simulations
 
     width = max(map(len, simulations.EXPERIMENTS))
     for name, (_, _, doc) in simulations.EXPERIMENTS.items():
@@ -82,7 +82,7 @@ def _session(args, folder: Path):
 
 
 def _run(args) -> int:
-    import simulations
+    from ufom_bench import simulations
 
     simulations.check_experiment(args.experiment)
     folder = simulations.results_dir(args.out, args.scale)
@@ -95,8 +95,8 @@ def _run(args) -> int:
 def _report(args) -> int:
     import time
 
-    import simulations
-    from report.build import build_report
+    from ufom_bench import simulations
+    from ufom_bench.report.build import build_report
 
     folder = simulations.results_dir(args.out, args.scale)
     pdf = args.pdf or str(folder / "report.pdf")

@@ -7,7 +7,7 @@ import math
 import jax
 import numpy as np
 
-import theory
+from ufom_bench import theory
 from ufom_bench import estimators, problems
 from ufom_bench.train import inverse, train_many
 

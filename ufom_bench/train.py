@@ -112,7 +112,7 @@ class Record(NamedTuple):
 
 def default_max_steps(problem: Problem, budget: int) -> int:
     """The most steps a budget allows: every estimate costs at least FOM's r + 1 calls (Proposition 1)."""
-    import theory
+    from ufom_bench import theory
 
     return int(budget) // theory.branch_total(problem.r, 0) + 1
 

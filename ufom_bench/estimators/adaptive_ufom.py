@@ -31,7 +31,7 @@ def adaptive_q(state: AdaptiveState, r: int, *, q_min, beta, C1, C2, eps, d2_sca
     C_det, C_rnd: Section 4.4's (`theory.costs`), or with ``checkpoints`` = m those of the checkpointed
     exact branch (`theory.checkpointing.costs`).
     """
-    import theory
+    from ufom_bench import theory
 
     if checkpoints is None:
         c_det, c_rnd = theory.costs(r, C1, C2)
