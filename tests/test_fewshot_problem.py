@@ -127,3 +127,41 @@ def test_bad_arguments():
         fewshot(s, m=2, r=3, alpha=[0.1, 0.2])
     with pytest.raises(ValueError, match="sampler"):
         fewshot(lambda key: None, m=2)
+    with pytest.raises(ValueError, match="conv = 'fft'"):
+        fewshot(s, m=2, conv="fft")
+
+
+def _unrolled_meta_gradient(problem, theta, task):
+    """jax.grad of L_out(theta, phi_r, T) through a Python-unrolled inner loop (V = theta)."""
+    def f(th):
+        phi = th
+        for alpha in np.asarray(problem.step_sizes):
+            g = jax.grad(problem.inner_loss, argnums=1)(th, phi, task)
+            phi = jax.tree_util.tree_map(lambda p, d: p - alpha * d, phi, g)
+        return problem.outer_loss(th, phi, task)
+    return jax.grad(f)(theta)
+
+
+def test_slices_conv_equals_xla_conv_and_unrolled_autodiff():
+    """The default convolution (strided slices and one dot) gives XLA's convolution's outputs and, through
+    `meta_batch`, the meta-gradient of the unrolled loop by jax.grad (float64, relative 1e-10); the counts
+    are Proposition 1's (r = 3, filters 2, odd image size so SAME pads unevenly)."""
+    sampler = TaskSampler.from_numpy(np.random.default_rng(1).integers(0, 256, (4, 3, 9, 9), dtype=np.uint8))
+    probs = {c: fewshot(sampler, m=2, k=1, r=3, alpha=0.4, filters=2, conv=c, dtype=jnp.float64)
+             for c in ("slices", "xla")}
+    theta = probs["xla"].theta0
+    x = jnp.asarray(np.random.default_rng(2).normal(size=(3, 9, 9, 1)))
+    np.testing.assert_allclose(conv4_apply(theta, x, conv="slices"), conv4_apply(theta, x, conv="xla"),
+                               rtol=1e-12, atol=1e-13)
+    key = jax.random.PRNGKey(4)
+    k_tasks, _ = jax.random.split(key)
+    tasks = [probs["xla"].sample_task(k) for k in jax.random.split(k_tasks, 2)]
+    unrolled = ravel_pytree(jax.tree_util.tree_map(
+        lambda *g: sum(g) / 2, *[_unrolled_meta_gradient(probs["xla"], theta, t) for t in tasks]))[0]
+    for conv, problem in probs.items():
+        for est in (estimators.exact(), estimators.exact_me()):
+            g, info, _ = jax.jit(estimators.meta_batch(est, 2).estimate)(problem, theta, None, key, ())
+            np.testing.assert_allclose(ravel_pytree(g)[0], unrolled, rtol=1e-10, atol=1e-12)
+            r = problem.r
+            extra = r * (r - 1) // 2 if est.name == "exact_me" else 0
+            assert (int(info.grad_calls), int(info.hvp_calls)) == (2 * (r + 1 + extra), 2 * r), (conv, est.name)

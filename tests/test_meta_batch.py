@@ -104,3 +104,22 @@ def test_bad_arguments():
         estimators.meta_batch(estimators.meta_batch(estimators.fom(), 2), 2)
     with pytest.raises(UserError, match="wraps an Estimator"):
         estimators.meta_batch(lambda *a: None, 2)
+
+
+@pytest.mark.parametrize("shared_key", [True, False])
+def test_map_strategy_equals_vmap(shared_key):
+    """`lax.map` over the tasks gives the vmapped estimate, Info and state (float64), for UFOM's coin
+    shared or per task, and Adaptive UFOM's state."""
+    problem = _problem()
+    key = jax.random.PRNGKey(11)
+    for est in (estimators.ufom(0.5), estimators.adaptive_ufom()):
+        state = est.init(problem.theta0)
+        out = {s: jax.jit(estimators.meta_batch(est, 3, shared_key=shared_key, strategy=s).estimate)(
+            problem, problem.theta0, None, key, state) for s in ("vmap", "map")}
+        for a, b in zip(jax.tree_util.tree_leaves(out["vmap"]), jax.tree_util.tree_leaves(out["map"])):
+            np.testing.assert_allclose(np.asarray(a, float), np.asarray(b, float), rtol=1e-12, atol=1e-14)
+
+
+def test_bad_strategy_is_named():
+    with pytest.raises(UserError, match="strategy = 'scan'"):
+        estimators.meta_batch(estimators.fom(), 2, strategy="scan")

@@ -9,8 +9,11 @@ from ufom_bench.errors import UserError, check_int
 from ufom_bench.estimators.core import COUNT, Estimator, Info
 
 
-def meta_batch(estimator: Estimator, size: int, *, shared_key: bool = True) -> Estimator:
-    """``estimator`` averaged over a meta-batch of ``size`` tasks, vmapped; itself an `Estimator`.
+STRATEGIES = ("vmap", "map")
+
+
+def meta_batch(estimator: Estimator, size: int, *, shared_key: bool = True, strategy: str = "vmap") -> Estimator:
+    """``estimator`` averaged over a meta-batch of ``size`` tasks; itself an `Estimator`.
 
     The estimate draws its own tasks (``draws_tasks=True``; the ``task`` argument is ignored): ``key`` is
     split into (k_tasks, k_est), and T_b = ``problem.sample_task`` of the b-th of ``size`` subkeys of
@@ -27,6 +30,11 @@ def meta_batch(estimator: Estimator, size: int, *, shared_key: bool = True) -> E
       task: the counted calls still reflect the branch each task took, but the wall time is that of the
       exact branch. Use it for statistics, not timing (`montecarlo.pair` gives FOM and exact per task).
 
+    ``strategy``: how the B per-task estimates are evaluated, ``"vmap"`` (default: one batched program) or
+    ``"map"`` (`lax.map`: one task at a time, memory of one task, and with ``shared_key=False`` each coin is a
+    real branch). The same numbers up to float rounding; which is faster is a property of the backend and
+    the network (the README gives the measurements), so it is an option, not a device branch.
+
     Info: grad and HVP calls summed over the meta-batch; ``exact`` true if any task took the exact branch;
     ``finite`` true if every task's estimate is finite; ``q`` the mean q; ``diverged`` true if any task's
     inner loop diverged (the meta-step is then refused as a whole). State: the wrapped estimator's state is
@@ -38,6 +46,8 @@ def meta_batch(estimator: Estimator, size: int, *, shared_key: bool = True) -> E
     size = check_int("size", size, 1)
     if not isinstance(estimator, Estimator):
         raise UserError(f"meta_batch wraps an Estimator, got {type(estimator).__name__}")
+    if strategy not in STRATEGIES:
+        raise UserError(f"strategy must be one of {STRATEGIES}, got strategy = {strategy!r}")
     if estimator.draws_tasks:
         raise UserError(f"estimator {estimator.name!r} already draws its own tasks: meta_batch cannot wrap it")
 
@@ -53,7 +63,12 @@ def meta_batch(estimator: Estimator, size: int, *, shared_key: bool = True) -> E
         def one(t, k):
             return estimator.estimate(problem, theta, t, k, state)
 
-        grads, infos, states = jax.vmap(one, in_axes=(0, key_axis))(tasks, est_keys)
+        if strategy == "vmap":
+            grads, infos, states = jax.vmap(one, in_axes=(0, key_axis))(tasks, est_keys)
+        elif shared_key:
+            grads, infos, states = jax.lax.map(lambda t: one(t, est_keys), tasks)
+        else:
+            grads, infos, states = jax.lax.map(lambda tk: one(*tk), (tasks, est_keys))
         grad = jax.tree_util.tree_map(lambda g: jnp.mean(g, axis=0), grads)
         info = Info(
             grad_calls=jnp.sum(infos.grad_calls).astype(COUNT),
@@ -65,7 +80,8 @@ def meta_batch(estimator: Estimator, size: int, *, shared_key: bool = True) -> E
         )
         return grad, info, jax.tree_util.tree_map(_reduce, states)
 
-    return Estimator(estimator.init, estimate, f"meta_batch({estimator.name or 'estimator'}, {size})",
+    label = "" if strategy == "vmap" else f", strategy={strategy}"
+    return Estimator(estimator.init, estimate, f"meta_batch({estimator.name or 'estimator'}, {size}{label})",
                      applicability=estimator.applicability, draws_tasks=True)
 
 

@@ -16,7 +16,8 @@ Models (pure functions of a parameter dict):
   SAME padding, no bias] -> normalisation with a learned per-channel scale and offset -> ReLU; then a dense
   head with m outputs on the flattened features (28x28 -> 14 -> 7 -> 4 -> 2, so 2*2*filters features).
   The convolution bias is left out because the normalisation's offset makes it redundant (with batch
-  statistics a per-channel bias is subtracted out exactly).
+  statistics a per-channel bias is subtracted out exactly). The convolutions are computed as strided
+  slices and one dot by default (`conv_s2_same`; ``conv="xla"`` for XLA's convolution).
 - ``"mlp"``: a ReLU MLP (default 40-40, MAML's sinusoid network); image inputs are flattened.
 
 Normalisation (``norm``), which must work per task (there is no state outside theta: running averages
@@ -55,6 +56,7 @@ __all__ = [
     "sinusoid",
     "conv4_init",
     "conv4_apply",
+    "conv_s2_same",
     "mlp_init",
     "mlp_apply",
     "cross_entropy",
@@ -63,6 +65,7 @@ __all__ = [
 ]
 
 NORMS = ("batch", "layer", "none")
+CONVS = ("slices", "xla")
 _EPS = 1e-5
 
 
@@ -109,17 +112,40 @@ def _normalise(x, block, norm):
     return (x - mean) * jax.lax.rsqrt(var + _EPS) * block["scale"] + block["offset"]
 
 
-def conv4_apply(params: dict, x: jax.Array, norm: str = "batch") -> jax.Array:
+def conv_s2_same(x: jax.Array, w: jax.Array, conv: str = "slices") -> jax.Array:
+    """conv4's 3x3 convolution, stride 2, SAME padding, no bias (x NHWC, w HWIO).
+
+    ``conv="slices"``: pad as SAME pads, take the kh*kw strided windows with `lax.slice`, concatenate them
+    on the channel axis in (i, j, c) order (as ``w.reshape(kh*kw*c, f)`` reads them) and contract with one
+    dot. Every derivative of it, to any order, is slices, pads and dots. ``conv="xla"``: XLA's convolution
+    (`lax.conv_general_dilated`); on the CPU its derivatives inside loops and branches (every gradient and
+    HVP of the inner loop) run without the layout canonicalisation XLA applies at the top level. The two
+    are the same function; they differ by float rounding.
+    """
+    if conv == "xla":
+        return jax.lax.conv_general_dilated(x, w, window_strides=(2, 2), padding="SAME",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    if conv != "slices":
+        raise UserError(f"conv must be one of {CONVS}, got conv = {conv!r}")
+    n, h, wd, c = x.shape
+    kh, kw, _, f = w.shape
+    ho, wo = -(-h // 2), -(-wd // 2)
+    pad_h, pad_w = max(2 * (ho - 1) + kh - h, 0), max(2 * (wo - 1) + kw - wd, 0)
+    xp = jnp.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
+    windows = [jax.lax.slice(xp, (0, i, j, 0), (n, i + 2 * (ho - 1) + 1, j + 2 * (wo - 1) + 1, c), (1, 2, 2, 1))
+               for i in range(kh) for j in range(kw)]
+    return jnp.einsum("nhwk,kf->nhwf", jnp.concatenate(windows, axis=-1), w.reshape(kh * kw * c, f))
+
+
+def conv4_apply(params: dict, x: jax.Array, norm: str = "batch", conv: str = "slices") -> jax.Array:
     """Logits [n, n_out] of a batch x [n, H, W, channels] (NHWC). With norm="batch" the statistics are the
-    batch's own (so call it on one task's support set or query set, not on both at once)."""
+    batch's own (so call it on one task's support set or query set, not on both at once). ``conv``: how the
+    convolutions are computed (`conv_s2_same`)."""
     n_blocks = len(params) - 1
     x = x.astype(params["head"]["w"].dtype)
     for i in range(n_blocks):
         block = params[f"block{i}"]
-        x = jax.lax.conv_general_dilated(
-            x, block["w"], window_strides=(2, 2), padding="SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-        )
-        x = jax.nn.relu(_normalise(x, block, norm))
+        x = jax.nn.relu(_normalise(conv_s2_same(x, block["w"], conv), block, norm))
     x = x.reshape((x.shape[0], -1))
     return x @ params["head"]["w"] + params["head"]["b"]
 
@@ -202,7 +228,7 @@ def _make_problem(apply, loss, sample_task, theta0, step_sizes, dt, name) -> Pro
 
 
 def fewshot(sampler: TaskSampler, model: str = "conv4", m: int = 5, k: int = 1, k_query: int = 1, r: int = 10,
-            alpha=0.4, seed: int = 0, dtype=None, *, filters: int = 64, norm: str = "batch",
+            alpha=0.4, seed: int = 0, dtype=None, *, filters: int = 64, norm: str = "batch", conv: str = "slices",
             hidden: Sequence[int] = (40, 40)) -> Problem:
     """m-way k-shot classification as ABLO (MAML; Section 5.3): V = theta, L_in/L_out = mean CE on support/query.
 
@@ -218,6 +244,7 @@ def fewshot(sampler: TaskSampler, model: str = "conv4", m: int = 5, k: int = 1, 
       dtype: float dtype of theta and of the images inside the losses (None: JAX's default float).
       filters: channels of every conv block (64 in MAML; small values for tests).
       norm: ``"batch"`` (transductive, default), ``"layer"`` (per example) or ``"none"``: module docstring.
+      conv: ``"slices"`` (default) or ``"xla"``: how conv4's convolutions are computed (`conv_s2_same`).
       hidden: widths of the MLP's hidden layers (model="mlp").
 
     The meta-batch size is not part of the problem (a Problem describes one task distribution): pass it to
@@ -232,6 +259,8 @@ def fewshot(sampler: TaskSampler, model: str = "conv4", m: int = 5, k: int = 1, 
     k_query, r = check_int("k_query", k_query, 1), check_int("r", r, 1)
     seed, filters = check_int("seed", seed, 0), check_int("filters", filters, 1)
     _check_norm(norm)
+    if conv not in CONVS:
+        raise UserError(f"conv must be one of {CONVS}, got conv = {conv!r}")
     dt = resolve_dtype(dtype)
     sample_task = sampler.task_fn(m, k, k_query)  # validates m, k, k_query against the split
     in_shape = sampler.image_shape
@@ -239,7 +268,7 @@ def fewshot(sampler: TaskSampler, model: str = "conv4", m: int = 5, k: int = 1, 
         theta0 = conv4_init(seed, in_shape, m, filters, norm, dtype=dt)
 
         def apply(params, x):
-            return conv4_apply(params, x, norm)
+            return conv4_apply(params, x, norm, conv)
 
         label = f"conv4-{norm}"
     elif model == "mlp":
