@@ -49,6 +49,7 @@ from ufom_bench.problems.quadratic import (
     quadratic_response,
     quadratic_stationary_point,
 )
+from ufom_bench.problems.regression import mlp_regression
 from ufom_bench.problems.synthetic import BiasVariance, FiniteTaskSampler, finite_task_sampler
 
 __all__ = [
@@ -63,6 +64,8 @@ __all__ = [
     "cross_entropy",
     "accuracy",
     "NORMS",
+    # MAML-style MLP regression (the benchmarks' and the frontier's neural-network problem)
+    "mlp_regression",
     "HypercleaningTask",
     "HypercleaningMetrics",
     "hypercleaning",
