@@ -175,3 +175,17 @@ def test_zoo_table_layout():
     assert by.loc["reptile", "quadratic: bias^2"] == "n/a" and by.loc["fom", "quadratic: bias^2"] == "1 +- 0.5"
     assert by.loc["neumann(terms=10)", "temp bytes r = 100"] == "n/a" and by.loc["fom", "temp bytes r = 10"] == "1,000"
     assert any("n/a: why" in line for line in zoo_bench.notes(moments, mem))
+
+
+def test_compare_on_a_problem():
+    """frontier.compare: rows for every setting (reptile's reason kept), a front and a recommendation; on the
+    counterexample exact is the only one with zero error, so it alone meets a tiny target."""
+    prob = problems.counterexample(r=4)
+    out = frontier.compare(prob, [("fom", {}), ("exact", {}), ("ufom", {"q": 0.5}), ("implicit_cg", {})],
+                           targets=[1e-9], n_keys=64, key=jax.random.PRNGKey(0), timing=False)
+    assert list(out.rows["label"]) == ["fom", "exact", "ufom(q=0.5)", "implicit_cg"]
+    assert "needs theta" in out.rows["not_applicable"].iloc[3]
+    assert set(out.front["label"]) == {"fom", "exact", "ufom(q=0.5)"} and out.front["pareto"].any()
+    rec = out.recommendation.set_index("memory_budget")
+    assert rec.loc["O(1)", "verdict"] == "none meets the target"
+    assert (rec.loc["O(r)", "estimator"], rec.loc["O(r)", "verdict"]) == ("exact", "only one meets the target")

@@ -20,18 +20,20 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+import pandas as pd
+
 import theory
 from theory import zoo
-from ufom_bench import estimators, memory, montecarlo
+from ufom_bench import analysis, estimators, memory, montecarlo
 from ufom_bench.errors import UserError
 
-__all__ = ["PAIR_FAMILY", "label", "measure", "pair_estimator_samples", "temp_bytes", "estimate_fn", "cost_of_estimate"]
+__all__ = ["PAIR_FAMILY", "Comparison", "compare", "label", "measure", "pair_estimator_samples", "temp_bytes", "estimate_fn", "cost_of_estimate"]
 
 # Estimators whose samples follow from the pair (G_FO, G) of each task (Algorithm 4's branches).
 PAIR_FAMILY = ("exact", "exact_me", "fom", "ufom")
@@ -172,3 +174,32 @@ def measure(problem, settings: Iterable[tuple[str, dict]], theta=None, *, n_task
             row["temp_bytes"], row["seconds"] = cost_of_estimate(problem, est, theta, repeats=repeats)
         rows.append(row)
     return rows
+
+
+class Comparison(NamedTuple):
+    """What `compare` returns: the rows, the Pareto front (``analysis.pareto_front``: rows sorted by cost with a
+    ``pareto`` flag) and the recommendation (``analysis.recommend``)."""
+
+    rows: pd.DataFrame
+    front: pd.DataFrame
+    recommendation: pd.DataFrame
+
+
+def compare(problem, settings: Iterable[tuple[str, dict]] | None = None, theta=None, *,
+            targets: Sequence[float] = (1.0, 0.1, 0.01), cost: str = "calls", error: str = "rel_mse",
+            n_tasks: int | None = 64, n_keys: int = 8, key=None, timing: bool = True) -> Comparison:
+    """The frontier on any `Problem`: `measure` every setting (default: every registered estimator with its
+    defaults), then the Pareto front of ``error`` against ``cost`` and the cheapest estimator meeting each
+    target under each memory budget (``analysis.recommend``; ``rel_mse`` targets are fractions of
+    ||dM/dtheta||^2). Settings not defined on the problem keep their row, with the reason, and are left out of
+    the front and the recommendation.
+
+        cmp = frontier.compare(my_problem, key=jax.random.PRNGKey(0))
+        cmp.recommendation[["target", "memory_budget", "estimator", "runner_up", "verdict"]]
+    """
+    settings = [(name, {}) for name in estimators.names()] if settings is None else list(settings)
+    rows = pd.DataFrame(measure(problem, settings, theta, n_tasks=n_tasks, n_keys=n_keys, key=key,
+                                timing=timing)).assign(problem=problem.name)
+    ok = rows[rows["not_applicable"] == ""]
+    return Comparison(rows, analysis.pareto_front(ok, cost, error),
+                      analysis.recommend(ok, targets, cost, error))
