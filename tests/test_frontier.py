@@ -36,7 +36,7 @@ def test_smoke_through_the_sweep(smoke, tmp_path_factory):
     np.testing.assert_array_equal(det["hvp_calls"], det["theory_hvp_calls"])
     assert (ok["temp_bytes"] > 0).all() and (ok["seconds"] > 0).all()
     fom = ok[ok["estimator"] == "fom"].iloc[0]
-    assert fom["var_est"] == 0 and fom["bias2"] > 0 and fom["memory_class"] == "O(1)"
+    assert fom["var_est"] < 1e-20 and fom["bias2"] > 0 and fom["memory_class"] == "O(1)"  # 0 up to rounding
     na = smoke[smoke["estimator"] == "neumann"].iloc[0]  # theta enters the counterexample only through V
     assert "needs theta" in na["not_applicable"] and np.isnan(na["mse"])
 
