@@ -30,7 +30,7 @@ R = 10
 SCALES = {
     "smoke": dict(n_tasks=8, n_keys=4, n_keys_exact=64, repeats=1, problems=("counterexample",),
                   mlp=dict(d_in=2, hidden=4, points=8)),
-    "default": dict(n_tasks=32, n_keys=4, n_keys_exact=256, repeats=5, problems=PROBLEMS,
+    "default": dict(n_tasks=32, n_keys=4, n_keys_exact=256, repeats=3, problems=PROBLEMS,
                     mlp=dict(d_in=16, hidden=64, points=128)),
     "paper": dict(n_tasks=256, n_keys=16, n_keys_exact=1024, repeats=10, problems=PROBLEMS,
                   mlp=dict(d_in=16, hidden=64, points=1024)),
@@ -44,8 +44,8 @@ _DEFAULT = [
     ("reptile", {}), ("truncated", {"k": 1}), ("truncated", {"k": 3}),
     ("pzobo", {"mu": 0.01, "n_dirs": 1}), ("pzobo", {"mu": 0.01, "n_dirs": 8}),
     ("forward_gradient", {"n_dirs": 1}), ("forward_gradient", {"n_dirs": 8}),
-    ("es", {"mu": 0.01, "n_dirs": 1}), ("es", {"mu": 0.01, "n_dirs": 8}),
-    ("implicit_cg", {"iters": 3}), ("implicit_cg", {"iters": 10}), ("neumann", {"terms": 3}), ("neumann", {"terms": 10}),
+    ("es", {"mu": 0.01, "n_dirs": 1}),  # es(Q) = forward_gradient(Q) where M is quadratic in theta: one Q here
+    ("implicit_cg", {"iters": 10}), ("neumann", {"terms": 3}), ("neumann", {"terms": 10}),
 ]
 SETTINGS = {"smoke": _SMOKE, "default": _DEFAULT, "paper": _DEFAULT}
 
