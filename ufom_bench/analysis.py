@@ -7,6 +7,8 @@ Normal and Student-t quantiles come from `scipy.stats`, the one-sided paired tes
     analysis.table1(results["hypercleaning"])      # Table 1 analog, mean and t CI over seeds
     analysis.table2(results["fewshot"])            # Table 2 analog, SE = max(test-task SE, seed SE)
     analysis.figure_claims(results, D=0.06)        # Theorems 1-2, eq. 15, Figure 1e-f claim rows
+    analysis.pareto_front(results["frontier"], "calls", "rel_mse")          # MSE against cost per problem
+    analysis.recommend(results["frontier"], [1.0, 0.1], "calls", "rel_mse")  # cheapest per target and memory
 """
 
 from __future__ import annotations
