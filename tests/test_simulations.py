@@ -21,6 +21,8 @@ NEEDED = {
                       "test_accuracy", "test_loss", "train_clean_accuracy", "f1", "val_loss"},
     "fewshot": {"source", "m", "estimator", "seed", "record", "checkpoint", "calls", "accuracy", "accuracy_se", "q",
                 "axis", "alpha", "r", "d2", "v2", "ufom_var"},
+    "frontier": {"problem", "point", "label", "memory_class", "bias2", "bias2_se", "var_task", "var_est", "mse",
+                 "mse_se", "calls", "seconds", "temp_bytes", "not_applicable"},
 }
 
 

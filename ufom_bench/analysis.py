@@ -7,6 +7,8 @@ Normal and Student-t quantiles come from `scipy.stats`, the one-sided paired tes
     analysis.table1(results["hypercleaning"])      # Table 1 analog, mean and t CI over seeds
     analysis.table2(results["fewshot"])            # Table 2 analog, SE = max(test-task SE, seed SE)
     analysis.figure_claims(results, D=0.06)        # Theorems 1-2, eq. 15, Figure 1e-f claim rows
+    analysis.pareto_front(results["frontier"], "calls", "rel_mse")          # MSE against cost per problem
+    analysis.recommend(results["frontier"], [1.0, 0.1], "calls", "rel_mse")  # cheapest per target and memory
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from ufom_bench.errors import UserError
 
 __all__ = [
     "CLAIM_COLUMNS",
+    "MEMORY_CLASSES",
+    "RECOMMEND_COLUMNS",
     "TABLE1_COLUMNS",
     "Z",
     "Z95",
@@ -34,10 +38,14 @@ __all__ = [
     "curve_ci",
     "curves",
     "figure_claims",
+    "format_count",
+    "format_pm",
     "identity_z",
     "mean_ci",
     "paired_comparison",
     "paired_differences",
+    "pareto_front",
+    "recommend",
     "table1",
     "table2",
     "verdict",
@@ -311,3 +319,96 @@ def identity_z(mc: pd.DataFrame) -> np.ndarray:
     """Per (q, theta) row: (E||G_UFO||^2 from direct draws of xi - V^2 - (1/q - 1) D^2) / the SE of that paired
     difference (Lemma 1's identity; columns ufom_direct, ufom_m2, ufom_diff_se)."""
     return ((mc["ufom_direct"] - mc["ufom_m2"]) / mc["ufom_diff_se"]).to_numpy(float)
+
+
+# ---------------------------------------------------------------------------------------- the frontier
+#
+# Rows of the frontier experiment (`ufom_bench.frontier.measure`, simulations/frontier.py): one per
+# (problem, estimator setting, theta), with an error column (``mse``: E_T E ||G_hat - G_T||^2 against the exact
+# gradient of the same task, or ``rel_mse`` = mse / ||dM/dtheta||^2) and its ``_se``, a cost column (``calls``,
+# ``seconds``) and ``memory_class`` in MEMORY_CLASSES.
+
+MEMORY_CLASSES = ("O(1)", "O(sqrt r)", "O(r)")  # nested budgets: a class fits every budget at or above it
+RECOMMEND_COLUMNS = ("problem", "target", "memory_budget", "cost_kind", "estimator", "cost", "cost_se", "error",
+                     "error_se", "runner_up", "runner_up_cost", "runner_up_cost_se", "significant", "verdict")
+
+
+def format_pm(value, se, digits: int = 3) -> str:
+    """``"1.23e+02 +- 4.5e+00"``; a zero SE prints as ``"+- 0"``; NaN as ``"nan"``."""
+    if not np.isfinite(value):
+        return "nan"
+    sd = "0" if se == 0 else f"{se:.2g}"
+    return f"{value:.{digits}g} +- {sd}"
+
+
+def format_count(x) -> str:
+    """A count as an integer when it is one (``21``), else with two decimals (``14.50``)."""
+    return f"{int(round(x)):,}" if abs(x - round(x)) < 1e-9 else f"{x:,.2f}"
+
+
+def _se_of(frame: pd.DataFrame, column: str) -> pd.Series:
+    se = f"{column}_se"
+    return frame[se].fillna(0.0) if se in frame else pd.Series(0.0, index=frame.index)
+
+
+def pareto_front(frame: pd.DataFrame, cost: str = "calls", error: str = "mse", by: str | None = "problem") -> pd.DataFrame:
+    """``frame`` (rows with finite cost and error) sorted by cost within each ``by`` group, with a boolean
+    column ``pareto``: no other row of the group is at most as costly and at most as wrong, one of them
+    strictly (point estimates; ties in both keep both rows on the front)."""
+    if cost not in frame or error not in frame:
+        raise UserError(f"pareto_front needs columns {cost!r} and {error!r}; got {', '.join(map(str, frame.columns))}")
+    rows = frame[np.isfinite(frame[cost].astype(float)) & np.isfinite(frame[error].astype(float))].copy()
+    groups = [rows] if by is None else [g for _, g in rows.groupby(by, sort=False)]
+    out = []
+    for g in groups:
+        c, e = g[cost].to_numpy(float), g[error].to_numpy(float)
+        dominated = ((c[None, :] <= c[:, None]) & (e[None, :] <= e[:, None])
+                     & ((c[None, :] < c[:, None]) | (e[None, :] < e[:, None]))).any(1)
+        out.append(g.assign(pareto=~dominated).sort_values([cost, error], kind="stable"))
+    return pd.concat(out) if out else rows.assign(pareto=pd.Series(dtype=bool))
+
+
+def recommend(frame: pd.DataFrame, targets: Sequence[float], cost: str = "calls", error: str = "mse",
+              by: str = "problem", name: str = "label", z: float = Z95) -> pd.DataFrame:
+    """For each group, target accuracy and memory budget: the cheapest estimator that meets the target, the
+    runner-up, and whether the winner is significantly cheaper.
+
+    A row meets ``target`` when its error's upper bound error + z SE is at most the target (so an estimate whose
+    interval reaches past the target does not count), and fits a budget when its ``memory_class`` is at or
+    below it (MEMORY_CLASSES are nested). Among the rows that meet and fit, the cheapest by ``cost`` (ties: the
+    smaller error) wins; the runner-up is the next. ``significant``: the cost intervals cost +- z SE (SE from a
+    ``<cost>_se`` column, 0 without one) do not overlap; otherwise the verdict is "no significant difference".
+    A budget with no row meeting the target gets verdict "none meets the target".
+    """
+    for column in (cost, error, name, "memory_class", by):
+        if column not in frame:
+            raise UserError(f"recommend needs column {column!r}; got {', '.join(map(str, frame.columns))}")
+    bad = set(frame["memory_class"].dropna()) - set(MEMORY_CLASSES)
+    if bad:
+        raise UserError(f"unknown memory_class {sorted(bad)!r}; expected one of {MEMORY_CLASSES}")
+    rows = frame[np.isfinite(frame[cost].astype(float)) & np.isfinite(frame[error].astype(float))].copy()
+    rows["_cost_se"], rows["_err_se"] = _se_of(rows, cost), _se_of(rows, error)
+    rows["_class"] = rows["memory_class"].map(MEMORY_CLASSES.index)
+    out = []
+    for group, g in rows.groupby(by, sort=False):
+        for target in targets:
+            meets = g[g[error] + z * g["_err_se"] <= target]
+            for budget, level in zip(MEMORY_CLASSES, range(len(MEMORY_CLASSES))):
+                fit = meets[meets["_class"] <= level].sort_values([cost, error], kind="stable")
+                row = {"problem": group, "target": float(target), "memory_budget": budget, "cost_kind": cost}
+                if fit.empty:
+                    out.append({**row, "verdict": "none meets the target"})
+                    continue
+                best = fit.iloc[0]
+                row.update(estimator=best[name], cost=float(best[cost]), cost_se=float(best["_cost_se"]),
+                           error=float(best[error]), error_se=float(best["_err_se"]))
+                if len(fit) == 1:
+                    out.append({**row, "verdict": "only one meets the target"})
+                    continue
+                second = fit.iloc[1]
+                apart = (second[cost] - z * second["_cost_se"]) > (best[cost] + z * best["_cost_se"])
+                row.update(runner_up=second[name], runner_up_cost=float(second[cost]),
+                           runner_up_cost_se=float(second["_cost_se"]), significant=bool(apart),
+                           verdict="cheapest" if apart else "no significant difference")
+                out.append(row)
+    return pd.DataFrame(out, columns=list(RECOMMEND_COLUMNS))

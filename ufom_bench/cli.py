@@ -103,7 +103,7 @@ def _report(args) -> int:
     start = time.perf_counter()
     with _session(args, folder) as executor:
         results = {name: simulations.run(name, args.scale, args.out, executor=executor)
-                   for name in simulations.EXPERIMENTS}
+                   for name in simulations.IN_REPORT}
         try:
             pages = build_report(results, args.scale, pdf, simulations.report_settings(args.scale))
         except OSError as exc:

@@ -48,6 +48,7 @@ from ufom_bench.problems.quadratic import (
     quadratic_response,
     quadratic_stationary_point,
 )
+from ufom_bench.problems.regression import mlp_regression
 from ufom_bench.problems.synthetic import BiasVariance
 
 __all__ = [
@@ -61,6 +62,8 @@ __all__ = [
     "cross_entropy",
     "accuracy",
     "NORMS",
+    # MAML-style MLP regression (the benchmarks' and the frontier's neural-network problem)
+    "mlp_regression",
     "HypercleaningTask",
     "HypercleaningMetrics",
     "hypercleaning",
