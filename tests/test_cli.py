@@ -152,8 +152,8 @@ def test_a_bug_keeps_its_traceback():
 # after exactly one stored cell, whatever the machine's load. Ctrl-C on a terminal reaches Python's default
 # handler; a shell starts background jobs with SIGINT ignored, so the child restores the handler.
 HANGING = """
-import signal, sys, threading, pandas as pd, simulations
-from ufom_bench import cli
+import signal, sys, threading, pandas as pd
+from ufom_bench import cli, simulations
 signal.signal(signal.SIGINT, signal.default_int_handler)
 def cell(config):
     if config["i"] == 1:

@@ -132,7 +132,7 @@ def test_sweep_rows_columns_and_files(tmp_path):
     assert_same(df[["q", "r", "seed", "step", "loss"]], expected[["q", "r", "seed", "step", "loss"]])
     assert (df.groupby(["q", "r"])["cell_id"].nunique() == 1).all()
     assert set(df["cell_id"]) == {cell_id(EXP, c) for c in CONFIGS}
-    assert (df["prov_jax_x64"] == "True").all()  # conftest enables x64
+    assert (df["prov_jax_x64"] == "False").all()  # tests run in JAX's defaults
     assert df["prov_numpy"].iloc[0] == np.__version__
 
     # non-finite values are data: kept, not dropped
@@ -447,3 +447,21 @@ def test_git_commit_clean_dirty_and_outside(tmp_path):
     (repo / ".gitignore").write_text("venv/\n")
     (repo / "venv").mkdir()
     assert git_commit(repo / "venv") == "unknown"  # an ignored directory is not the checkout's code
+
+
+def _dtype_cell(config):
+    import jax.numpy as jnp
+
+    return pd.DataFrame({"dtype": [str(jnp.ones(()).dtype)]})
+
+
+@pytest.mark.parametrize("x64, dtype", [(True, "float64"), (False, "float32"), (None, "float32")])
+def test_x64_is_scoped_to_each_cell_and_recorded(tmp_path, x64, dtype):
+    """run_sweep(x64=...) runs each cell under JAX's scoped enable_x64 and records the flag it ran under;
+    the process's own setting is left alone."""
+    import jax
+
+    df = run_sweep("prec", _dtype_cell, [{"i": 0}], out_dir=tmp_path, progress=False, x64=x64)
+    assert list(df["dtype"]) == [dtype]
+    assert list(df["prov_jax_x64"]) == [str(dtype == "float64")]
+    assert not jax.config.read("jax_enable_x64")

@@ -23,10 +23,12 @@ import math
 
 import sympy as sp
 
-from ufom_bench.theory import cost, implicit, zeroth_order
+from ufom_bench.theory import checkpointing, cost, implicit, zeroth_order
 from ufom_bench.theory._sym import j, q, r, tex
 
 k = sp.Symbol("k", nonnegative=True, integer=True)  # truncated: reverse steps kept
+m = sp.Symbol("m", positive=True, integer=True)  # exact_ckpt: stored states
+t = sp.Function("t")  # Griewank's minimal forward steps t(l, s) (`checkpointing.forward_steps`)
 Q, iters, terms = zeroth_order.Q, implicit.iters, implicit.terms
 
 # name -> {parameter name: its symbol}, the parameters the counts depend on
@@ -35,12 +37,12 @@ PARAMETERS = {
     "ufom": {"q": q}, "adaptive_ufom": {"q_min": q},
     "truncated": {"k": k},
     "pzobo": {"n_dirs": Q}, "forward_gradient": {"n_dirs": Q}, "es": {"n_dirs": Q},
-    "implicit_cg": {"iters": iters}, "neumann": {"terms": terms},
+    "implicit_cg": {"iters": iters}, "neumann": {"terms": terms}, "exact_ckpt": {"checkpoints": m},
 }
 # the registry's defaults of those parameters (ufom_bench.estimators)
 DEFAULTS = {"ufom": {"q": 0.1}, "adaptive_ufom": {"q_min": 0.05}, "truncated": {"k": 1}, "pzobo": {"n_dirs": 1},
             "forward_gradient": {"n_dirs": 1}, "es": {"n_dirs": 1}, "implicit_cg": {"iters": 10},
-            "neumann": {"terms": 10}}
+            "neumann": {"terms": 10}, "exact_ckpt": {"checkpoints": 1}}
 MEMORY_CLASSES = ("O(1)", "O(sqrt r)", "O(r)")
 
 
@@ -62,6 +64,7 @@ def derivation() -> dict:
         **{name: tuple(sp.sympify(x) for x in zo[name]) for name in ("pzobo", "forward_gradient", "es")},
         "implicit_cg": (im.grads, im.hvps_cg),
         "neumann": (im.grads, im.hvps_neumann),
+        "exact_ckpt": (1 + t(r + 1, sp.Min(m, r)), path),  # the outer gradient is the (r + 1)-th reversed step
     }
 
 
@@ -86,7 +89,8 @@ def calls(name: str, r_value, **params) -> tuple[float, float]:
     """(grads, hvps) of one estimate of ``name`` at r = ``r_value`` with ``params`` (registry defaults for the
     parameters not given; parameters the counts do not depend on, e.g. pzobo's mu, are ignored)."""
     at = {r: sp.Integer(int(r_value)), **_subs(name, params)}
-    return tuple(float(e.subs(at)) for e in calls_expr(name))
+    steps = lambda l_, s_: sp.Integer(checkpointing.forward_steps(int(l_), int(s_)))
+    return tuple(float(e.subs(at).replace(t, steps)) for e in calls_expr(name))
 
 
 def _readable(e, render) -> str:
@@ -113,6 +117,8 @@ def stored_states(name: str, r_value: int, **params) -> int:
         return int(r_value)
     if name == "truncated":
         return int(params.get("k", DEFAULTS["truncated"]["k"]))
+    if name == "exact_ckpt":
+        return min(int(params.get("checkpoints", DEFAULTS["exact_ckpt"]["checkpoints"])), int(r_value))
     return 1
 
 
