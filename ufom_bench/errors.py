@@ -7,6 +7,7 @@ traceback. `UserError` subclasses ValueError, so ``except ValueError`` code keep
 
 from __future__ import annotations
 
+import math
 import numbers
 
 __all__ = ["UserError", "DataError", "check_int"]
@@ -25,3 +26,17 @@ def check_int(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise UserError(f"{name} must be an integer >= {minimum}, got {name} = {value!r}")
     return int(value)
+
+
+def check_positive(name: str, value) -> float:
+    """A finite real number > 0 (booleans and strings refused, though float() would take them), else
+    UserError naming it."""
+    try:
+        if isinstance(value, (bool, str, bytes)):  # float() would take True and "0.5"
+            raise TypeError
+        x = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{name} must be a finite number > 0, got {name} = {value!r}") from None
+    if not (math.isfinite(x) and x > 0):
+        raise UserError(f"{name} must be a finite number > 0, got {name} = {value!r}")
+    return x

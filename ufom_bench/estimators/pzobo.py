@@ -6,13 +6,12 @@ the random directions over the whole theta pytree, and the `Info` of an estimate
 
 from __future__ import annotations
 
-import math
 
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
 
-from ufom_bench.errors import UserError, check_int
+from ufom_bench.errors import UserError, check_int, check_positive
 from ufom_bench.estimators import core
 from ufom_bench.estimators.core import Estimator, PathCheck
 
@@ -21,16 +20,8 @@ tmap = jax.tree_util.tree_map
 
 
 def check_mu(mu) -> float:
-    """mu must be a finite real number > 0 (a smoothing radius); strings and booleans are refused."""
-    try:
-        if isinstance(mu, (bool, str, bytes)):  # float() would take True and "0.1"
-            raise TypeError
-        value = float(mu)
-    except (TypeError, ValueError):
-        raise UserError(f"mu must be a finite number > 0, got mu = {mu!r}") from None
-    if not (math.isfinite(value) and value > 0.0):
-        raise UserError(f"mu must be a finite number > 0, got mu = {mu!r}")
-    return value
+    """mu must be a finite real number > 0 (a smoothing radius)."""
+    return check_positive("mu", mu)
 
 
 def check_directions(directions) -> str:

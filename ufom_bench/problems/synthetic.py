@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ufom_bench.errors import UserError, check_int  # noqa: F401  (check_int: re-exported)
+from ufom_bench.errors import UserError, check_int, check_positive  # noqa: F401  (re-exported)
 
 PyTree = Any
 
@@ -43,18 +43,6 @@ def resolve_dtype(dtype) -> np.dtype:
 
 # ---------------------------------------------------------------------------------------------------------
 # Argument checks (ValueError naming the bad value).
-
-
-def check_positive(name: str, value) -> float:
-    try:
-        if isinstance(value, (bool, str, bytes)):  # float() would take True and "0.5"
-            raise TypeError
-        x = float(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{name} must be a finite number > 0, got {name} = {value!r}") from None
-    if not (np.isfinite(x) and x > 0):
-        raise UserError(f"{name} must be a finite number > 0, got {name} = {value!r}")
-    return x
 
 
 def check_finite(name: str, value) -> float:
