@@ -6,7 +6,6 @@ the random directions over the whole theta pytree, and the `Info` of an estimate
 
 from __future__ import annotations
 
-
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
