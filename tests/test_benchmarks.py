@@ -14,7 +14,6 @@ import importlib
 import inspect
 import itertools
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -11,13 +11,11 @@ import pytest
 
 from ufom_bench import theory
 from helpers import flat, pytree_problem
-from test_estimators import _nonlinear_problem
 from test_pzobo import N, N_TRACE, Z_LEVEL, max_z, run, samples, setting, trace_cov
 from ufom_bench import estimators as E
 from ufom_bench import problems
 from ufom_bench.errors import UserError
 from ufom_bench.estimators.pzobo import direction
-from ufom_bench.memory import temp_bytes
 from ufom_bench.problem import inner_path, task_at
 
 pytestmark = pytest.mark.usefixtures("x64")
@@ -106,21 +104,6 @@ def test_trace_of_covariance_equals_theory_on_a_quadratic_objective():
     print(f"es (quadratic): tr Cov measured {tr:.5g} +- {se:.2g}, theory {want:.5g}, s = {s}, Q = 2")
     assert abs(tr - want) < Z_LEVEL * se
     assert abs(tr - float(theory.direction_trace_cov(g2, s, 2, "sphere"))) > Z_LEVEL * se
-
-
-def test_memory_is_constant_in_r():
-    def temp(r):
-        problem, task = _nonlinear_problem(r)
-        return temp_bytes(E.es(0.01, 2).estimate, problem, problem.theta0, task, KEY, ())
-
-    small, large = temp(10), temp(1000)
-    assert abs(large - small) <= 0.01 * small, (small, large)
-
-
-def test_diverged_inner_loop_is_flagged():
-    problem = problems.quadratic(p=4, alpha=100.0)
-    _, info = run(E.es(0.01, 2), problem, problem.theta0, task_at(problem, 0))
-    assert bool(info.diverged)
 
 
 @pytest.mark.parametrize("params, message", [

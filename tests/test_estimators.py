@@ -13,7 +13,6 @@ from ufom_bench import estimators as E
 from ufom_bench import montecarlo
 from ufom_bench import problems
 from ufom_bench.errors import UserError
-from ufom_bench.estimators import core
 from ufom_bench.memory import temp_bytes
 from ufom_bench.problem import Problem, inner_path, task_at
 

@@ -3,9 +3,7 @@ report reads, equal budgets, Proposition 1's calls per meta-step, one compilatio
 identity, and clear errors."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 import pytest
 
 from ufom_bench.report.document import Report, pdf_text

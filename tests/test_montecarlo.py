@@ -16,8 +16,7 @@ import pytest
 from helpers import flat, pytree_problem
 
 from ufom_bench import theory
-from ufom_bench import Problem, estimators, montecarlo as mc, problems
-from ufom_bench.problem import task_at
+from ufom_bench import Problem, montecarlo as mc, problems
 
 pytestmark = pytest.mark.usefixtures("x64")  # exactness checks in float64
 

@@ -169,18 +169,25 @@ def test_exact_for_every_mu_where_the_path_is_affine():
                                    flat(run(E.pzobo(1e-6, 2), problem, theta, task)[0]), rtol=1e-8)
 
 
-def test_memory_is_constant_in_r():
+# the three randomised estimators of issue 15 share these two properties
+RANDOMISED = {"pzobo": lambda: E.pzobo(0.01, 2), "forward_gradient": lambda: E.forward_gradient(2),
+              "es": lambda: E.es(0.01, 2)}
+
+
+@pytest.mark.parametrize("name", list(RANDOMISED))
+def test_memory_is_constant_in_r(name):
     def temp(r):
         problem, task = _nonlinear_problem(r)
-        return temp_bytes(E.pzobo(0.01, 2).estimate, problem, problem.theta0, task, KEY, ())
+        return temp_bytes(RANDOMISED[name]().estimate, problem, problem.theta0, task, KEY, ())
 
     small, large = temp(10), temp(1000)
     assert abs(large - small) <= 0.01 * small, (small, large)
 
 
-def test_diverged_inner_loop_is_flagged():
+@pytest.mark.parametrize("name", list(RANDOMISED))
+def test_diverged_inner_loop_is_flagged(name):
     problem = problems.quadratic(p=4, alpha=100.0)
-    _, info = run(E.pzobo(0.01, 2), problem, problem.theta0, task_at(problem, 0))
+    _, info = run(RANDOMISED[name](), problem, problem.theta0, task_at(problem, 0))
     assert bool(info.diverged)
 
 

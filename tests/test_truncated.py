@@ -1,7 +1,6 @@
 """truncated(k): exact through the last k inner steps, identity Jacobians before (k = 0 is FOM, k = r exact)."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
