@@ -38,7 +38,7 @@ function calls, evaluation points as fractions of the budget, seeds.
 on the budget (a step is taken while the calls spent are below it), so the theta after b calls is the final
 theta of the same run with budget b. `train` with ``snapshots`` (the one outer loop of every experiment)
 copies theta at the top of the first step that finds >= b calls spent, for every evaluation budget b, so
-one run (one jitted scan, compiled once per cell and never per outer step) gives every point. At theta_0 and
+one run (one jitted scan, compiled once per (estimator, lr) and reused by every seed, never per outer step) gives every point. At theta_0 and
 each point's theta, one jitted program computes the metrics (`hypercleaning_metrics`: validation loss and
 accuracy, test accuracy and cross-entropy, accuracy on the clean part of the training set (Table 1's "TRAIN"
 row), precision/recall/F1 of flagging corrupted examples, sigma(theta_i) < 1/2) and D^2, V^2 (eqs. 14, 16
@@ -164,14 +164,18 @@ def load_data(scale: str, seed: int):
 def run_points(problem, name: str, lr: float, key, budgets: list[int], track_loss: bool = False
                ) -> tuple[Snapshots, Record]:
     """One run of estimator ``name`` (Adam at ``lr``) to ``max(budgets)`` calls, jitted once, with theta
-    at every budget (`train`'s snapshots; the per-step loss only if ``track_loss``)."""
-    est = make_estimator(name)
+    at every budget (`train`'s snapshots; the per-step loss only if ``track_loss``). The problem (its data)
+    is an argument of the compiled program, so every seed of a cell's (estimator, lr, budgets) reuses it."""
     budget = int(max(budgets))
-    steps = budget // min_cost(name, problem.r) + 1
-    run = jax.jit(lambda th, k: train(problem, est, th, k, budget=budget, snapshots=tuple(budgets),
-                                      optimizer=optax.adam(lr), max_steps=steps, track_meta=False,
-                                      track_loss=track_loss))
-    _, rec, snaps = run(problem.theta0, key)
+    return _run(problem, problem.theta0, key, name=name, lr=float(lr), budget=budget,
+                snapshots=tuple(int(b) for b in budgets), steps=budget // min_cost(name, problem.r) + 1,
+                track_loss=bool(track_loss))
+
+
+@functools.partial(jax.jit, static_argnames=("name", "lr", "budget", "snapshots", "steps", "track_loss"))
+def _run(problem, theta0, key, *, name, lr, budget, snapshots, steps, track_loss):
+    _, rec, snaps = train(problem, make_estimator(name), theta0, key, budget=budget, snapshots=snapshots,
+                          optimizer=optax.adam(lr), max_steps=steps, track_meta=False, track_loss=track_loss)
     return snaps, rec
 
 
@@ -208,15 +212,16 @@ def theory_q(D2, V2, r: int) -> dict:
 
 
 def _scores(problem, thetas, split, corrupted) -> dict:
-    @jax.jit
-    def metrics(thetas):
-        m = jax.vmap(lambda th: hypercleaning_metrics(problem, th, split.X_test, split.y_test, corrupted))(thetas)
-        return m, bias_and_second_moment(problem, thetas)
-
-    m, (d2, v2) = metrics(thetas)
+    m, (d2, v2) = _metrics(problem, thetas, split.X_test, split.y_test, corrupted)
     out = {f: np.asarray(getattr(m, f), np.float64) for f in METRICS}
     out["D2"], out["V2"] = np.asarray(d2, np.float64), np.asarray(v2, np.float64)
     return {**out, **theory_q(out["D2"], out["V2"], problem.r)}
+
+
+@jax.jit
+def _metrics(problem, thetas, X_test, y_test, corrupted):
+    m = jax.vmap(lambda th: hypercleaning_metrics(problem, th, X_test, y_test, corrupted))(thetas)
+    return m, bias_and_second_moment(problem, thetas)
 
 
 def budgets_of(scale: str) -> list[int]:
