@@ -68,11 +68,11 @@ WINS = {"exact_me": 0.50, "reptile": 0.45, "fom": 0.52, "adaptive_ufom": 0.75}
 def test_table2_display_puts_ours_beside_the_paper():
     t = table2_display(_frame(WINS))
     assert list(t.columns[-4:]) == ["EXACT", "REPTILE", "FOM", "AD.UFOM"]
-    ours, paper = t[t["rows"] == "ours"], t[t["rows"] == "paper (printed)"]
+    ours, paper = t[t["numbers"] == "ours"], t[t["numbers"] == "paper (printed)"]
     assert len(ours) == 1 and "not Omniglot" in ours["data"].iloc[0]
     assert len(paper) == 4 and set(paper["data"]) == {"Omniglot", "CIFAR-100"}
-    assert paper.set_index(["data", "m"]).loc[("Omniglot", 30), "AD.UFOM"] == "92.0"
-    assert paper.set_index(["data", "m"]).loc[("Omniglot", 40), "FOM"] == "84.88"
+    assert paper.set_index(["data", "ways m"]).loc[("Omniglot", 30), "AD.UFOM"] == "92.0"
+    assert paper.set_index(["data", "ways m"]).loc[("Omniglot", 40), "FOM"] == "84.88"
     assert "\u00b1" in ours["AD.UFOM"].iloc[0]
 
 
@@ -104,6 +104,6 @@ def test_section_builds_into_a_pdf(tmp_path):
     path = rep.build(tmp_path / "fs.pdf")
     text = " ".join(pdf_text(path).split())  # table cells wrap
     for needle in [SECTION_TITLE, TABLE_TITLE, "NOT Omniglot", "Test accuracy against function calls",
-                   "Adaptive UFOM's q along training", "Bias and variance on the few-shot workload",
+                   "Adaptive UFOM's q along training", "Bias, second moment and UFOM's variance on the few-shot workload",
                    "D^2 and V^2 on the few-shot workload", "Few-shot claims and verdicts", "89.1"]:
         assert needle in text, needle
