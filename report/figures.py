@@ -76,7 +76,7 @@ def fig_d(d: pd.DataFrame):
     long = d.melt(id_vars="alpha", value_vars=["D2", "V2", "D_bound2"], var_name="quantity", value_name="sup")
     long["quantity"] = long["quantity"].map({"D2": "D^2 (eq. 14)", "V2": "V^2 (eq. 16)", "D_bound2": "D_bound^2 (eq. 15)"})
     sns.lineplot(long, x="alpha", y="sup", hue="quantity", style="quantity", markers=True, ax=ax)
-    ax.set(xscale="log", yscale="log", xlabel="inner step size alpha", ylabel="D^2, V^2, D_bound^2 (sup over theta)",
+    ax.set(xscale="log", yscale="log", xlabel="inner step size alpha", ylabel="sup D^2, sup V^2, D_bound^2",
            title="(d) FOM bias D^2 and exact second moment V^2 against alpha")
     fig.tight_layout()
     return fig
@@ -121,5 +121,9 @@ def fig_r(ext: pd.DataFrame):
                 title="D^2, V^2 against r")
     sns.lineplot(ext, x="r", y="q_theory", marker="o", ax=axes[1])
     axes[1].set(xscale="log", xlabel="inner steps r", ylabel="q* (21)", title="q* against r (alpha = 0.01)")
+    rs = sorted(ext["r"].unique())
+    for ax in axes:  # the r values as plain ticks (log axis)
+        ax.set_xticks(rs, [f"{r:g}" for r in rs], minor=False)
+        ax.set_xticks([], minor=True)
     fig.tight_layout()
     return fig

@@ -70,3 +70,28 @@ def test_unknown_experiment_and_scale_are_named(capsys):
     assert "fig9z" in capsys.readouterr().err
     assert main(["report", "--scale", "huge"]) == 2
     assert "huge" in capsys.readouterr().err
+
+
+def test_report_pdf_polish(smoke):
+    """Issue 17 item 7 on the smoke PDF: the first page names every section, each figure of the paper is claimed
+    once, claims are C1.. with the kind of test named, no file outside the repository is cited, V^2 is a second
+    moment, precision is stated once in words, and the provenance names CPU and host."""
+    import re
+
+    from pypdf import PdfReader
+
+    _, pdf = smoke
+    text = " ".join(pdf_text(pdf).split())
+    page1 = text.split("Contents")[0]
+    for entry in PdfReader(pdf).outline:
+        if not isinstance(entry, list):  # top level: the sections
+            assert entry.title in page1, entry.title
+    for panel in ["1a", "1b", "1c", "1d", "1e", "1f"]:
+        assert text.count(f"Paper's Figure {panel}:") == 1, panel
+    assert not re.search(r"\b(Figure|Table) \d+\. ", text)
+    assert "z-tests: C1" in text and "paired t-tests: C" in text and "'inconclusive': the data do not decide" in text
+    for outside in ("shared/", "/work", "NOTES.md", "DESIGN.md"):
+        assert outside not in text, outside
+    assert "second moment" in text and "exact variance" not in text
+    assert text.count("Precision, from the provenance") == 1 and "jax_x64" not in text
+    assert " CPU " in text and " host " in text
