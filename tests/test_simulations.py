@@ -14,7 +14,7 @@ NEEDED = {
     "fig1bc": {"estimator", "record", "step", "grad_q10", "grad_q50", "grad_q90", "theta", "grad_final", "diverged"},
     "fig1d": {"alpha", "D2", "V2", "D_bound2", "q_theory", "diverged"},
     "fig1e": {"alpha", "q", "calls_to_target", "q_theory", "target", "diverged"},
-    "fig1f": {"q", "calls", "grad_q10", "grad_q50", "grad_q90", "grad_sq_mean", "diverged"},
+    "fig1f": {"q", "calls", "grad_q10", "grad_q50", "grad_q90", "grad_sq_mean", "grad_sq_sd", "runs_started", "diverged"},
     "ext_r": {"r", "D2", "V2", "q_theory"},
     "claims": {"claim", "source", "measured", "criterion", "verdict"},
     "hypercleaning": {"estimator", "seed", "record", "calls", "step", "q", "diverged", "D2", "V2", "q_star",
