@@ -17,8 +17,10 @@ atomically: a temporary file beside the target, moved over it with `os.replace` 
 Figures are 200 dpi PNGs scaled to the text width; formulas are matplotlib mathtext drawn as vector
 outlines (no TeX needed), with a monospace fallback counted in `Report.formula_fallbacks`. Text uses the
 PDF standard fonts (Helvetica, Courier; reportlab substitutes the Symbol font for Greek letters), so the
-text can be searched and extracted. Headings, figure titles and table titles are PDF text, numbered, in
-the PDF outline (bookmarks) and, for sections, in the table of contents.
+text can be searched and extracted. Headings, figure titles and table titles are PDF text, numbered (figures
+and tables only with ``number_floats``), in the PDF outline (bookmarks) and, for sections, in the table of
+contents. `summary` puts a paragraph on the first page, under the title, that may be computed at build time
+from the sections added (`sections`), so that it names every section however the report was assembled.
 """
 
 from __future__ import annotations
@@ -307,7 +309,9 @@ class Report:
       date: shown under the subtitle; default today's date (pass "" to show none).
       toc: include a table of contents (sections and subsections) after the title when there are at
         least two sections.
-      numbered: number sections ("2", "2.1"), figures and tables.
+      numbered: number sections ("2", "2.1").
+      number_floats: number figures and tables ("Figure 3", "Table 2"); with False their headings are their
+        titles alone (for a report whose subject has its own numbered figures and tables).
       pagesize: a reportlab page size, default A4.
     Attributes:
       formula_fallbacks: FormulaFallback for each formula shown as LaTeX source because mathtext
@@ -315,8 +319,12 @@ class Report:
     """
 
     def __init__(self, title: str, subtitle: str = "", *, author: str = "", date: Optional[str] = None,
-                 toc: bool = True, numbered: bool = True, pagesize=A4):
+                 toc: bool = True, numbered: bool = True, number_floats: bool = True, pagesize=A4):
         self.title, self.subtitle, self.author = title, subtitle, author
+        self.number_floats = numbered and number_floats
+        self.sections: list[tuple[str, str, str]] = []  # (number, title, one-line summary) per section
+        self.texts: list[str] = []  # every paragraph, bullet and caption added, in order (tests look for repeats)
+        self._summary: Optional[Callable[["Report"], str]] = None
         self.date = _dt.date.today().isoformat() if date is None else date
         self.toc, self.numbered, self.pagesize = toc, numbered, pagesize
         self.margins = dict(leftMargin=2.2 * cm, rightMargin=2.2 * cm, topMargin=2.0 * cm,
@@ -353,9 +361,11 @@ class Report:
         return self
 
     # --- structure ---
-    def section(self, title: str) -> "Report":
-        """Start a numbered section (outline level 0, in the table of contents)."""
+    def section(self, title: str, summary: str = "") -> "Report":
+        """Start a numbered section (outline level 0, in the table of contents); ``summary``, a phrase saying
+        what it holds, is kept in `sections` for the first page's `summary`."""
         self._sec = [self._sec[0] + 1, 0]
+        self.sections.append((str(self._sec[0]) if self.numbered else "", title, summary))
         text = f"{self._sec[0]} {title}" if self.numbered else title
         self._level = 0
         key, st = self._key(), self.styles["h1"]
@@ -371,6 +381,12 @@ class Report:
         key, st = self._key(), self.styles["h2"]
         return self._add(lambda: [CondPageBreak(3 * cm), _Heading(text, st, 1, key, True)])
 
+    def summary(self, text: Union[str, Callable[["Report"], str]]) -> "Report":
+        """Set the paragraph shown on the first page under the title: text, or a function of this report
+        called at build time (so it can name every section in `sections`, added before or after this call)."""
+        self._summary = text if callable(text) else (lambda _rep: text)
+        return self
+
     def page_break(self) -> "Report":
         return self._add(lambda: [PageBreak()])
 
@@ -384,12 +400,15 @@ class Report:
           style: 'body' or 'small'.
         """
         st = self.styles[style]
+        self.texts += _paras(text)
         parts = _paras(text) if markup else [escape(p) for p in _paras(text)]
         return self._add(lambda: [Paragraph(p, st) for p in parts])
 
     def bullets(self, items: Iterable[str], *, markup: bool = False) -> "Report":
         """Add a bulleted list of short texts."""
         st = self.styles["body"]
+        items = list(items)
+        self.texts += items
         texts = [t if markup else escape(t) for t in items]
 
         def make():
@@ -441,8 +460,10 @@ class Report:
         if h > max_h:
             w, h = w * max_h / h, max_h
         self._n_fig += 1
-        label = f"Figure {self._n_fig}" if self.numbered else "Figure"
-        head = f"{label}. {title}" if title else label
+        if caption:
+            self.texts.append(caption)
+        label = f"Figure {self._n_fig}" if self.number_floats else "Figure"
+        head = (f"{label}. {title}" if self.number_floats else title) if title else label
         level, key = self._level + 1, self._key()
         st_t, st_c = self.styles["figtitle"], self.styles["caption"]
 
@@ -505,8 +526,10 @@ class Report:
     def _caption_block(self, kind: str, caption: str, title: Optional[str]) -> tuple:
         """(heading flowable factory, caption paragraph or None) for a numbered table."""
         self._n_tab += 1
-        label = f"{kind} {self._n_tab}" if self.numbered else kind
-        head = f"{label}. {title}" if title else label
+        if caption:
+            self.texts.append(caption)
+        label = f"{kind} {self._n_tab}" if self.number_floats else kind
+        head = (f"{label}. {title}" if self.number_floats else title) if title else label
         level, key = self._level + 1, self._key()
         st_t, st_c = self.styles["figtitle"], self.styles["caption"]
         cap = escape(caption) if caption else ""
@@ -528,7 +551,7 @@ class Report:
 
         Args:
           df: the data. Column names become the header; a MultiIndex's levels are joined with " / ".
-          caption: shown above the table, under its numbered title.
+          caption: shown above the table, under its title.
           col_widths: fractions of the text width (if they sum to <= 1) or points, one per column;
             default from the content (natural widths when they fit, else shared).
           title: "Table n. title" heading (PDF text and a bookmark).
@@ -591,15 +614,16 @@ class Report:
         Args:
           rows: dicts with keys claim, source (e.g. "Lemma 1"), measured (with its uncertainty),
             criterion (the test and its level), verdict (one of "holds", "fails", "inconclusive"), and
-            optionally note (shown under the claim). Missing optional keys show as empty cells.
+            optionally note (shown under the claim) and id (e.g. "C3", shown in a first column when any row
+            has one; ids must be unique). Missing optional keys show as empty cells.
           caption: shown above the table.
           title: the table's heading.
         A summary line (how many hold, fail, are inconclusive) precedes the table. The verdict is
         written as a word in its cell; the colour only repeats it.
         Raises:
-          ValueError: an unknown verdict or key, or a row without a claim.
+          ValueError: an unknown verdict or key, a row without a claim, or a repeated id.
         """
-        allowed = {"claim", "source", "measured", "criterion", "verdict", "note"}
+        allowed = {"claim", "source", "measured", "criterion", "verdict", "note", "id"}
         clean = []
         for i, row in enumerate(rows):
             extra = set(row) - allowed
@@ -611,16 +635,22 @@ class Report:
             if not str(row.get("claim", "")).strip():
                 raise ValueError(f"claims row {i}: no claim")
             clean.append({k: str(row.get(k, "") or "") for k in allowed} | {"verdict": verdict})
+        ids = [r["id"] for r in clean if r["id"]]
+        if len(ids) != len(set(ids)):
+            raise ValueError(f"claims ids repeat: {sorted({i for i in ids if ids.count(i) > 1})}")
+        with_id = bool(ids)
         counts = {v: sum(r["verdict"] == v for r in clean) for v in VERDICTS}
         n = len(clean)
         summary = (f"{n} claim{'s' if n != 1 else ''}: " + ", ".join(f"{counts[v]} {v}" for v in VERDICTS)
                    + ".")
-        widths = [f * self.text_width for f in (0.31, 0.12, 0.19, 0.23, 0.15)]
+        fractions = (0.06, 0.29, 0.11, 0.19, 0.22, 0.13) if with_id else (0.31, 0.12, 0.19, 0.23, 0.15)
+        widths = [f * self.text_width for f in fractions]
         S = self.styles
         heading, cap_para = self._caption_block("Table", caption, title)
+        v_col = len(widths) - 1
 
         def make():
-            head = ["Claim", "Source", "Measured", "Criterion", "Verdict"]
+            head = ["ID"] * with_id + ["Claim", "Source", "Measured", "Criterion", "Verdict"]
             data = [[Paragraph(h, S["cell_head"]) for h in head]]
             style = self._table_style()
             for i, r in enumerate(clean, start=1):
@@ -629,11 +659,12 @@ class Report:
                     claim += f'<br/><font size="7.5" color="#555555"><i>{escape(r["note"])}</i></font>'
                 bg, fg = _VERDICT_STYLE[r["verdict"]]
                 vstyle = ParagraphStyle("verdict", parent=S["cell_head"], textColor=fg)
-                data.append([Paragraph(claim, S["cell"]), Paragraph(escape(r["source"]), S["cell"]),
+                data.append([Paragraph(escape(r["id"]), S["cell_head"])] * with_id + [
+                             Paragraph(claim, S["cell"]), Paragraph(escape(r["source"]), S["cell"]),
                              Paragraph(escape(r["measured"]), S["cell"]),
                              Paragraph(escape(r["criterion"]), S["cell"]),
                              Paragraph(r["verdict"], vstyle)])
-                style.append(("BACKGROUND", (4, i), (4, i), bg))
+                style.append(("BACKGROUND", (v_col, i), (v_col, i), bg))
             top = [heading()]
             cp = cap_para()
             if cp is not None:
@@ -665,7 +696,7 @@ class Report:
         heading, cap_para = self._caption_block("Table", caption, title)
 
         def make():
-            data = [[Paragraph("Key", S["cell_head"]), Paragraph("Value", S["cell_head"])]]
+            data = [[Paragraph("Item", S["cell_head"]), Paragraph("Recorded", S["cell_head"])]]
             data += [[Paragraph(escape(k), S["cell"]), Paragraph(escape(v), S["cell_mono"])] for k, v in flat]
             top = [heading()]
             cp = cap_para()
@@ -750,6 +781,8 @@ class Report:
         if meta:
             out.append(Paragraph(escape(meta), S["meta"]))
         out += [Spacer(1, 6), HRFlowable(width="100%", thickness=0.8, color=_RULE, spaceAfter=8)]
+        if self._summary is not None:
+            out += [Paragraph(escape(p), S["body"]) for p in _paras(self._summary(self))]
         if self.toc and self._sec[0] >= 2:
             toc = TableOfContents(dotsMinLevel=0)
             toc.levelStyles = [

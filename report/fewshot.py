@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 import pandas as pd
 
 from ufom_bench import theory
@@ -20,13 +22,15 @@ from ufom_bench.analysis import (
     alpha_trend_z,
     critical_value,
     curves,
+    format_count,
     identity_z,
     paired_differences,
     table2,
     verdict,
 )
 
-SECTION_TITLE = "Few-shot classification (Table 2, Section 5.3)"
+SECTION_TITLE = "Few-shot classification (the paper's Section 5.3, Table 2)"
+SECTION_SUMMARY = "the Table 2 analog, accuracy against calls, and D^2, V^2 on this workload"
 TABLE_TITLE = "Table 2 analog: test accuracy (%) at equal function calls, 1-shot"
 Z_ORDER = 2.0  # |z| level of the D^2-against-alpha trend claim (two-sided ~95%, many tasks per point)
 Z_IDENTITY = 4.0  # the suite's level for exact identities checked by sampling
@@ -66,13 +70,13 @@ def table2_display(frame: pd.DataFrame) -> pd.DataFrame:
     t2 = table2(_train(frame))
     for (src, m), g in t2.groupby(["source", "m"], sort=True):
         by = g.set_index("estimator")
-        row = {"rows": "ours", "data": SOURCE_NAMES.get(src, src), "m": int(m),
+        row = {"numbers": "ours", "data": SOURCE_NAMES.get(src, src), "ways m": int(m),
                "seeds": int(by["seeds"].max())}
         for e in ORDER:
             row[LABELS[e]] = _pct(by.loc[e, "accuracy"], by.loc[e, "ci95"]) if e in by.index else "\u2013"
         rows.append(row)
     for (src, m), vals in PAPER_TABLE2.items():
-        row = {"rows": "paper (printed)", "data": SOURCE_NAMES[src].split(" (")[0], "m": m, "seeds": "\u2013"}
+        row = {"numbers": "paper (printed)", "data": SOURCE_NAMES[src].split(" (")[0], "ways m": m, "seeds": "\u2013"}
         row.update({LABELS[e]: f"{vals[e]:.1f}" if round(vals[e], 1) == vals[e] else f"{vals[e]:g}"
                     for e in ORDER})  # as printed: 92.0, 84.88
         rows.append(row)
@@ -97,11 +101,21 @@ def fig_curves(frame: pd.DataFrame):
             half = 100 * critical_value(h["se_task"], h["se_seed"], h["seeds"]) * h["se"]
             ax.fill_between(h["calls"], 100 * h["accuracy"] - half, 100 * h["accuracy"] + half, color=f"C{i}",
                             alpha=0.15)
-        ax.axhline(100 / m, c="grey", lw=0.6, ls=":")
+        ax.axhline(100 / m, c="grey", lw=0.6, ls=":", label=f"chance (1/m = {100 / m:.3g}%)")
         ax.set(xlabel="function calls (grads + HVPs)", ylabel="test accuracy (%)", title=f"{_label(src, m)}, 1-shot")
-    axes[0][0].legend(fontsize=7)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    handles.append(Patch(color="grey", alpha=0.3, lw=0))
+    labels.append("band: 95% CI")
+    axes[0][0].legend(handles, labels, fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def _log_bars(y, half, floor: float = 1e-12):
+    """Asymmetric error bars (lower, upper) for a log axis: the lower end clipped at ``floor`` times the value
+    (an interval reaching 0 or below cannot be drawn on a log scale; the clipped end runs to the axis edge)."""
+    y, half = np.asarray(y, float), np.asarray(half, float)
+    return np.vstack([np.minimum(half, y * (1 - floor)), half])
 
 
 def fig_q(frame: pd.DataFrame, q_min: float | None = None):
@@ -132,23 +146,27 @@ def fig_mc(frame: pd.DataFrame):
         for i, p in enumerate(pts):
             h = g[g["point"] == p].sort_values(x)
             lab = f"theta at {int(calls[p])} calls"
-            ax.errorbar(h[x], h["d2"], yerr=Z95 * h["d2_se"], c=f"C{i}", marker="o", ms=3, label=f"D^2, {lab}")
-            ax.errorbar(h[x], h["v2"], yerr=Z95 * h["v2_se"], c=f"C{i}", marker="s", ms=3, ls="--",
-                        label=f"V^2, {lab}")
+            ax.errorbar(h[x], h["d2"], yerr=_log_bars(h["d2"], Z95 * h["d2_se"]), c=f"C{i}", marker="o", ms=3,
+                        label=f"D^2, {lab}")
+            ax.errorbar(h[x], h["v2"], yerr=_log_bars(h["v2"], Z95 * h["v2_se"]), c=f"C{i}", marker="s", ms=3,
+                        ls="--", label=f"V^2, {lab}")
         ax.set(xscale="log", yscale="log", xlabel="inner step size alpha" if x == "alpha" else "inner steps r",
-               ylabel="per-task value", title=f"D^2 (-), V^2 (--) vs {x}")
+               ylabel="D^2, V^2 (per task)", title=f"D^2 (-), V^2 (--) vs {x}")
         ticks = sorted(g[x].unique())
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks], minor=False)
         ax.set_xticks([], minor=True)
     g = mc[mc["axis"] == "q"]
     for i, p in enumerate(pts):
         h = g[g["point"] == p].sort_values("q")
-        axes[2].errorbar(h["q"], h["ufom_var"].clip(lower=1e-12),  # an estimate may dip below 0 (log axis)
-                         yerr=Z95 * h["ufom_var_se"], c=f"C{i}", marker="o", ms=3,
+        v = h["ufom_var"].clip(lower=1e-12)  # an estimate may dip below 0 (log axis)
+        axes[2].errorbar(h["q"], v, yerr=_log_bars(v, Z95 * h["ufom_var_se"]), c=f"C{i}", marker="o", ms=3,
                          label=f"theta at {int(calls[p])} calls")
     axes[2].set(xscale="log", yscale="log", xlabel="q", ylabel="E||G_UFO - dM/dtheta||^2",
                 title="UFOM variance vs q")
-    axes[2].legend(fontsize=6)
+    handles, labels = axes[2].get_legend_handles_labels()
+    handles += [Line2D([], [], c="grey", marker="o", ms=3, ls="-"), Line2D([], [], c="grey", marker="s", ms=3, ls="--")]
+    labels += ["D^2 (left, middle)", "V^2 (left, middle)"]
+    axes[2].legend(handles, labels, fontsize=6)
     fig.tight_layout()
     return fig
 
@@ -258,8 +276,16 @@ def _mc_table(frame: pd.DataFrame) -> pd.DataFrame:
     base = mc[(mc["axis"] == "alpha")]
     out = base[["theta_calls", "alpha", "r", "d2", "d2_se", "v2", "v2_se", "bias_norm", "meta_grad_norm", "n",
                 "n_diverged"]].sort_values(["theta_calls", "alpha"]).reset_index(drop=True)
-    return out.rename(columns={"theta_calls": "theta at calls", "bias_norm": "||bias||",
-                               "meta_grad_norm": "||dM/dtheta||"})
+    for col in ("theta_calls", "r", "n", "n_diverged"):  # counts print as integers
+        out[col] = out[col].map(format_count)
+    return out.rename(columns=MC_HEADERS)
+
+
+# The Monte Carlo table's headers, in words.
+MC_HEADERS = {"theta_calls": "theta taken after calls", "alpha": "inner step size alpha", "r": "inner steps r",
+              "d2": "FOM's bias D^2", "d2_se": "SE of D^2", "v2": "second moment V^2", "v2_se": "SE of V^2",
+              "bias_norm": "||E[G_FO - G]||", "meta_grad_norm": "||dM/dtheta||", "n": "tasks drawn",
+              "n_diverged": "tasks excluded (diverged)"}
 
 
 def _setup(frame: pd.DataFrame, settings: dict | None) -> dict:
@@ -282,16 +308,19 @@ def _get(s: dict, key: str, spec: str = "") -> str:
     return format(s[key], spec) if key in s else "?"
 
 
-def add_fewshot_section(rep: Report, frame: pd.DataFrame, scale: str, settings: dict | None = None) -> Report:
+def add_fewshot_section(rep: Report, frame: pd.DataFrame, scale: str, settings: dict | None = None, *,
+                        claim_ids: dict | None = None) -> Report:
     """Append the few-shot section to ``rep`` from the ``fewshot`` experiment's table at ``scale``.
 
     ``settings``: the experiment's settings at ``scale`` (`simulations.report_settings(scale)["fewshot"]`);
-    without them the setup is read from the table's columns ('?' where it has none).
+    without them the setup is read from the table's columns ('?' where it has none). ``claim_ids``: claim
+    text -> id of the report's claims table; when it lists this section's claims, the section names them by id
+    instead of repeating them in a table of its own.
     """
     s = _setup(frame, settings)
     train = _train(frame)
     sources = sorted(set(train["source"])) if "source" in train else []
-    rep.section(SECTION_TITLE)
+    rep.section(SECTION_TITLE, summary=SECTION_SUMMARY)
     names = ", ".join(SOURCE_NAMES.get(x, x) for x in sources) or "none"
     rep.paragraph(
         f"MAML as ABLO (V(theta, T) = theta; L_in, L_out: mean cross-entropy on the support and query sets), "
@@ -322,7 +351,7 @@ def add_fewshot_section(rep: Report, frame: pd.DataFrame, scale: str, settings: 
             "exact branch runs; before the first update q = q_min."))
     if not frame[frame["record"] == "mc"].empty:
         mc = s.get("mc", {})
-        rep.figure(fig_mc(frame), title="Bias and variance on the few-shot workload", caption=(
+        rep.figure(fig_mc(frame), title="Bias, second moment and UFOM's variance on the few-shot workload", caption=(
             f"Monte Carlo over {mc.get('n', '?')} training tasks per point (per-task quantities, meta-batch 1) at thetas "
             "along the Adaptive UFOM run of seed 0. Left, middle: FOM's bias D^2 = E||G_FO - G||^2 (eq. 14) and "
             "the exact gradient's second moment V^2 = E||G||^2 (eq. 16) against alpha and r; right: UFOM's "
@@ -332,6 +361,12 @@ def add_fewshot_section(rep: Report, frame: pd.DataFrame, scale: str, settings: 
             "Per theta (function calls spent when it was taken) and alpha, at the setting's r; standard errors over "
             "task draws."))
     claims = fewshot_claims(frame)
-    rep.claims_table(claims.to_dict("records"), title="Few-shot claims and verdicts", caption=(
-        "A refuted claim measured well is a result: the verdicts are what this scale measured."))
+    listed = [claim_ids[c] for c in claims["claim"] if c in (claim_ids or {})]
+    if listed and len(listed) == len(claims):
+        rep.paragraph(f"This section's claims are {', '.join(listed)} of the claims table, with their tests and "
+                      "verdicts. A refuted claim measured well is a result: the verdicts are what this scale "
+                      "measured.")
+    else:
+        rep.claims_table(claims.to_dict("records"), title="Few-shot claims and verdicts", caption=(
+            "A refuted claim measured well is a result: the verdicts are what this scale measured."))
     return rep

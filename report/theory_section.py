@@ -17,18 +17,32 @@ from ufom_bench import theory
 from ufom_bench.report.document import Report
 
 SECTION_TITLE = "Theory (derived with sympy)"
+SECTION_SUMMARY = "every formula derived with sympy, against the paper's printed form where it prints one"
+PRINTED = "paper's printed form"
+DERIVED_ONLY = "derived only"
 Q_TABLE_TITLE = "q* under the paper's time model (19) vs the released code's T*sqrt(S) rule"
 DEFAULT_RATIOS = (0.001, 0.01, 0.03, 0.1, 0.3, 0.5, 1.0, 3.0)
 
 
-def _check_for(name: str, latex: str, checks: dict) -> Optional[tuple]:
-    """The (check name, Check) that covers a derived formula: same name, else the same derived LaTeX."""
+def _check_for(name: str, latex: str, checks: dict, derived_only: frozenset = frozenset()) -> Optional[tuple]:
+    """The (check name, Check) that covers a derived formula: same name, else the same derived LaTeX from a
+    check of the same kind (a formula compared with the paper is not covered by a derived-only check)."""
     if name in checks:
         return name, checks[name]
     for cname, chk in checks.items():
-        if chk.derived == latex:
+        if chk.derived == latex and (cname in derived_only) == (name in derived_only):
             return cname, chk
     return None
+
+
+def _status(chk, via: str, derived_only: bool) -> str:
+    """A formula's caption: agrees with / differs from the paper's printed form, or, for a derived-only check,
+    with the other form its note names (no note repeated: the checks table holds them)."""
+    if derived_only:
+        return (f"Derived only (no printed form in the UFOM paper); {'agrees' if chk.matches else 'DIFFERS'} with "
+                f"the independent form named in the checks table{via}.")
+    return (f"Agrees with the paper's printed form{via}." if chk.matches else
+            f"Differs from the paper's printed form{via}: see 'Where the derivation differs from the paper'.")
 
 
 def _fmt_q(x: float) -> str:
@@ -106,18 +120,26 @@ def add_theory_section(report: Report, *, r: int = 10, ratios: Sequence[float] =
     """
     formulas = theory.latex()
     checks = dict(theory.CHECKS)
+    only = theory.derived_only()
     mismatched = {k: c for k, c in checks.items() if not c.matches}
+    paper = {k: c for k, c in checks.items() if k not in only}
+    other = {k: c for k, c in checks.items() if k in only}
     fallbacks_before = len(report.formula_fallbacks)
 
-    report.section(SECTION_TITLE)
+    def tally(group: dict) -> str:
+        bad = sum(not c.matches for c in group.values())
+        return f"{len(group) - bad} agree and {bad} {'differs' if bad == 1 else 'differ'}"
+
+    report.section(SECTION_TITLE, summary=SECTION_SUMMARY)
     report.paragraph(
         f"The theory/ package derives each formula below with sympy from its definition (loops of "
         f"Algorithm 4 counted with summation, expectations over the coin xi taken symbolically, the time "
         f"model differentiated) and compares it, where the paper prints a closed form, with that printed "
-        f"form by symbolic equality. {len(formulas)} derived formulas; {len(checks)} comparisons with the "
-        f"paper, of which {len(checks) - len(mismatched)} agree and {len(mismatched)} "
-        f"{'differs' if len(mismatched) == 1 else 'differ'}. Formulas are typeset from sympy's LaTeX with "
-        f"matplotlib's mathtext."
+        f"form by symbolic equality. {len(formulas)} derived formulas; {len(paper)} comparisons with the "
+        f"paper's printed forms, of which {tally(paper)}; and {len(other)} checks of derivations the UFOM paper "
+        f"does not print (the zeroth-order, implicit and checkpointing estimators), each against an independent "
+        f"form named in its note (an estimator's documented count, a known closed form, or another derivation), "
+        f"of which {tally(other)}. Formulas are typeset from sympy's LaTeX with matplotlib's mathtext."
     )
 
     if mismatched:
@@ -127,37 +149,37 @@ def add_theory_section(report: Report, *, r: int = 10, ratios: Sequence[float] =
             report.formula(chk.derived, "derived", align="left")
             report.formula(chk.printed, "printed", align="left", caption=chk.note)
 
-    report.subsection("Checks against the paper's printed forms")
+    report.subsection("Checks against the paper's printed forms and derived-only checks")
     report.table(
         pd.DataFrame([
-            {"check": name, "agrees with print": "yes" if chk.matches else "NO", "note": chk.note}
+            {"check": name, "compared with": DERIVED_ONLY if name in only else PRINTED,
+             "agrees": "yes" if chk.matches else "NO",
+             "note": chk.note if chk.matches else "see 'Where the derivation differs from the paper'"}
             for name, chk in checks.items()
         ]),
-        caption="One row per comparison of a derived formula with the paper's printed form (symbolic "
-                "equality of the two expressions, or of the facts named in the note).",
+        caption="One row per comparison of a derived formula with another form (symbolic equality of the two "
+                "expressions, or of the facts named in the note): the paper's printed form, or, for derivations "
+                "the UFOM paper does not print ('derived only'), the independent form named in the note.",
         title="Derived vs printed",
-        col_widths=(0.31, 0.11, 0.58),
+        col_widths=(0.27, 0.17, 0.08, 0.48),
         mono_columns=("check",),
         max_rows=None,
     )
 
     report.subsection("Derived formulas")
     for name, latex in formulas.items():
-        hit = _check_for(name, latex, checks)
+        hit = _check_for(name, latex, checks, only)
         if hit is None:
-            status = "Not compared with a printed form (no check in theory.CHECKS)."
+            status = ("Derived only (no printed form in the UFOM paper); not compared with another form."
+                      if name in only else "Not compared with a printed form (no check in theory.CHECKS).")
         else:
             cname, chk = hit
-            via = "" if cname == name else f" (check {cname})"
-            status = (f"Agrees with the paper's printed form{via}." if chk.matches else
-                      f"Differs from the paper's printed form{via}: {chk.note}")
+            status = _status(chk, "" if cname == name else f" (check {cname})", cname in only)
         report.formula(latex, name, align="left", caption=status)
-    covered = {hit[0] for n, s in formulas.items() if (hit := _check_for(n, s, checks))}
+    covered = {hit[0] for n, s in formulas.items() if (hit := _check_for(n, s, checks, only))}
     for cname, chk in checks.items():  # checks whose derived statement is not among the formulas
         if cname not in covered:
-            status = ("Agrees with the paper" if chk.matches else "Differs from the paper") + (
-                f": {chk.note}" if chk.note else ".")
-            report.formula(chk.derived, cname, align="left", caption=status)
+            report.formula(chk.derived, cname, align="left", caption=_status(chk, "", cname in only))
 
     report.subsection("Choice of q (Section 4.4)")
     cd, cr = theory.costs(r)

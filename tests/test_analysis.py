@@ -207,3 +207,53 @@ def test_few_shot_monte_carlo_z():
     assert z[0] == pytest.approx(4.0 / 3.0) and np.isnan(z[1])  # (5 - 1) / hypot(3, 0); zero SEs: undefined
     q = pd.DataFrame({"ufom_direct": [2.0, 1.0], "ufom_m2": [1.0, 1.0], "ufom_diff_se": [0.5, 0.1]})
     np.testing.assert_array_equal(analysis.identity_z(q), [2.0, 0.0])
+
+
+# ------------------------------------------------------------------------- the Figure 1f claim, test kinds
+
+
+def _fig1f(means: dict, sd: float = 0.1, n: int = 40, with_sd: bool = True) -> pd.DataFrame:
+    """A fig1f-like table: per q, a few points of the calls grid, the last one at the budget with ``means[q]``."""
+    rows = []
+    for q, m in means.items():
+        for calls in (100.0, 200.0, 300.0):
+            rows.append({"q": q, "calls": calls, "grad_q10": 0.5, "grad_q50": 1.0, "grad_q90": 2.0,
+                         "grad_sq_mean": m if calls == 300.0 else 5.0, "runs_started": n, "diverged": 0,
+                         **({"grad_sq_sd": sd} if with_sd else {})})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("means, want", [
+    ({0.0: 0.20, 0.1: 0.10, 1.0: 0.30}, "holds"),  # q* lowest by 0.1 = 4.5 SEs of the difference (sd 0.1, n 40)
+    ({0.0: 0.10, 0.1: 0.20, 1.0: 0.30}, "fails"),  # FOM significantly lower than q*
+    ({0.0: 0.105, 0.1: 0.10, 1.0: 0.30}, "inconclusive"),  # q* below FOM by 0.2 SE: not significant
+])
+def test_fig1f_claim_is_a_welch_test_at_the_stated_level(means, want):
+    row = analysis.fig1f_claim(_fig1f(means))
+    assert row["verdict"] == want, row["measured"]
+    assert "Welch" in row["criterion"] and "p < 0.025" in row["criterion"] and "+-" in row["measured"]
+    assert analysis.claim_test(row["criterion"]) == "two-sample t-test"
+    # the statistic printed is scipy's Welch t of q* against q = 1
+    t = stats.ttest_ind_from_stats(means[0.1], 0.1, 40, means[1.0], 0.1, 40, equal_var=False).statistic
+    assert f"t = {t:.2f}" in row["measured"]
+    # the value is q*'s mean and the se its standard error
+    assert row["value"] == means[0.1] and row["se"] == pytest.approx(0.1 / math.sqrt(40))
+
+
+def test_fig1f_claim_without_the_per_run_spread_is_inconclusive():
+    row = analysis.fig1f_claim(_fig1f({0.0: 0.2, 0.1: 0.1, 1.0: 0.3}, with_sd=False))
+    assert row["verdict"] == "inconclusive" and "rerun fig1f" in row["measured"]
+
+
+@pytest.mark.parametrize("criterion, kind", [
+    ("max |z| < 4 (Bonferroni-free; p = 10 coords)", "z-test"),
+    ("z < -4 against D", "z-test"),
+    ("paired z = (acc AD.UFOM - acc other) / SE ...", "z-test"),
+    ("one-sided paired t over seeds vs each of 2, each at p < 0.025", "paired t-test"),
+    ("one-sided Welch two-sample t over runs", "two-sample t-test"),
+    ("ratio <= 1 (exact expectations)", "check without a test statistic"),
+    ("exact equality, every meta-step", "check without a test statistic"),
+    ("q* = 1 at every evaluated theta (float32 gradients, exact expectations)", "check without a test statistic"),
+])
+def test_claim_test_names_the_kind_of_test(criterion, kind):
+    assert analysis.claim_test(criterion) == kind

@@ -68,11 +68,11 @@ WINS = {"exact_me": 0.50, "reptile": 0.45, "fom": 0.52, "adaptive_ufom": 0.75}
 def test_table2_display_puts_ours_beside_the_paper():
     t = table2_display(_frame(WINS))
     assert list(t.columns[-4:]) == ["EXACT", "REPTILE", "FOM", "AD.UFOM"]
-    ours, paper = t[t["rows"] == "ours"], t[t["rows"] == "paper (printed)"]
+    ours, paper = t[t["numbers"] == "ours"], t[t["numbers"] == "paper (printed)"]
     assert len(ours) == 1 and "not Omniglot" in ours["data"].iloc[0]
     assert len(paper) == 4 and set(paper["data"]) == {"Omniglot", "CIFAR-100"}
-    assert paper.set_index(["data", "m"]).loc[("Omniglot", 30), "AD.UFOM"] == "92.0"
-    assert paper.set_index(["data", "m"]).loc[("Omniglot", 40), "FOM"] == "84.88"
+    assert paper.set_index(["data", "ways m"]).loc[("Omniglot", 30), "AD.UFOM"] == "92.0"
+    assert paper.set_index(["data", "ways m"]).loc[("Omniglot", 40), "FOM"] == "84.88"
     assert "\u00b1" in ours["AD.UFOM"].iloc[0]
 
 
@@ -104,6 +104,47 @@ def test_section_builds_into_a_pdf(tmp_path):
     path = rep.build(tmp_path / "fs.pdf")
     text = " ".join(pdf_text(path).split())  # table cells wrap
     for needle in [SECTION_TITLE, TABLE_TITLE, "NOT Omniglot", "Test accuracy against function calls",
-                   "Adaptive UFOM's q along training", "Bias and variance on the few-shot workload",
+                   "Adaptive UFOM's q along training", "Bias, second moment and UFOM's variance on the few-shot workload",
                    "D^2 and V^2 on the few-shot workload", "Few-shot claims and verdicts", "89.1"]:
         assert needle in text, needle
+
+
+def test_figures_show_every_mark_and_clip_log_error_bars():
+    import matplotlib.pyplot as plt
+
+    from ufom_bench.report import fewshot as rfs
+
+    frame = _frame(WINS)
+    fig = rfs.fig_curves(frame)
+    labels = fig.get_axes()[0].get_legend().get_texts()
+    assert any("chance" in t.get_text() for t in labels) and any("95% CI" in t.get_text() for t in labels)
+    plt.close(fig)
+    fig = rfs.fig_mc(frame)
+    for ax in fig.get_axes():
+        assert ax.get_ylabel() not in ("", "value", "per-task value")
+    assert {"D^2 (left, middle)", "V^2 (left, middle)"} <= {t.get_text() for t in fig.get_axes()[2].get_legend().get_texts()}
+    plt.close(fig)
+    # an interval reaching below 0 is cut at a positive lower end on the log axis; the upper end is kept
+    y, half = np.array([1.0, 5.0]), np.array([3.0, 1.0])
+    lower, upper = rfs._log_bars(y, half)
+    assert np.all(y - lower > 0) and lower[1] == 1.0 and np.array_equal(upper, half)
+
+
+def test_monte_carlo_table_headers_in_words_counts_as_integers():
+    from ufom_bench.report.fewshot import _mc_table
+
+    t = _mc_table(_frame(WINS))
+    assert not {"d2", "d2_se", "v2", "v2_se", "n", "n_diverged", "theta_calls"} & set(t.columns)
+    assert {"FOM's bias D^2", "second moment V^2", "tasks drawn"} <= set(t.columns)
+    assert set(t["tasks drawn"]) == {"64"} and set(t["inner steps r"]) == {"3"}
+
+
+def test_section_in_the_report_names_its_claims_instead_of_repeating_them(tmp_path):
+    frame = _frame(WINS)
+    claims = fewshot_claims(frame)
+    ids = {c: f"C{i + 10}" for i, c in enumerate(claims["claim"])}
+    rep = Report("few-shot in the report", "")
+    add_fewshot_section(rep, frame, "default", claim_ids=ids)
+    text = " ".join(pdf_text(rep.build(tmp_path / "fs.pdf")).split())
+    assert "Few-shot claims and verdicts" not in text and claims["claim"].iloc[0] not in text
+    assert f"This section's claims are {', '.join(ids.values())} of the claims table" in text

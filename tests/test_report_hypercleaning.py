@@ -125,3 +125,30 @@ def test_section_builds_into_pdf(tmp_path):
               "identically zero", "Truncated K = 1", rhc.CLAIM, "training curves against function calls",
               "Adaptive UFOM's q against q* from D^2 and V^2", "second moment", "paired by seed"]:
         assert s in " ".join(text.split()), s
+
+
+def test_figures_name_their_axes_and_show_the_crosses():
+    import matplotlib.pyplot as plt
+
+    fig = rhc.fig_q(synthetic(), {"q_min": 0.05, "d2_scale": 0.1})
+    right = fig.get_axes()[1]
+    labels = right.get_legend_handles_labels()[1]
+    assert any(s.endswith(": D^2") for s in labels) and any(s.endswith(": V^2") for s in labels)
+    assert all("value" not in ax.get_ylabel() for ax in fig.get_axes())
+    plt.close(fig)
+    fig = rhc.fig_curves(synthetic())
+    assert any("t interval" in t.get_text() for t in fig.legends[0].get_texts())
+    plt.close(fig)
+
+
+def test_headers_in_words_and_claims_named_by_id(tmp_path):
+    comp = rhc.paired_comparisons(synthetic())
+    assert {"mean difference", "one-sided p", "seeds"} <= set(comp.columns) and "t (better)" not in comp.columns
+    assert set(comp["seeds"]) == {"5"}
+    frame = synthetic()
+    claims = rhc.hypercleaning_claims(frame)
+    ids = {c: f"C{i + 1}" for i, c in enumerate(claims["claim"])}
+    rep = Report("hypercleaning in the report", "")
+    rhc.add_hypercleaning_section(rep, frame, "default", claim_ids=ids)
+    text = " ".join(pdf_text(rep.build(tmp_path / "hc.pdf")).split())
+    assert "are C1, C2, C3, C4 of the claims table" in text and f'Claim: "{rhc.CLAIM}"' not in text

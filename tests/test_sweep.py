@@ -25,7 +25,7 @@ from ufom_bench.sweep import CellError, Interrupted, cell_id, grid, load, make_e
 EXP = "toy"
 CONFIGS = grid(q=[0.1, 0.5], r=[1, 3, 10])
 PROV_KEYS = {
-    "ufom_bench", "jax", "jaxlib", "numpy", "pandas", "sympy", "python", "platform",
+    "ufom_bench", "jax", "jaxlib", "numpy", "pandas", "sympy", "python", "platform", "cpu", "host",
     "jax_backend", "jax_devices", "jax_x64", "git_commit",
 }
 

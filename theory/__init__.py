@@ -17,7 +17,7 @@ from ufom_bench.theory.bias import d_bound, d_bound_const
 from ufom_bench.theory.checkpointing import (at_fixed_memory, checkpointed_calls, forward_steps, repetition_number)
 from ufom_bench.theory.checkpointing import costs as checkpointed_costs
 from ufom_bench.theory.checkpointing import optimal_q as optimal_q_checkpointed
-from ufom_bench.theory.checks import all_checks, latex, mismatches
+from ufom_bench.theory.checks import all_checks, derived_only, latex, mismatches
 from ufom_bench.theory.cost import branch_calls, branch_total, costs, expected_calls
 from ufom_bench.theory.implicit import implicit_cg_calls, neumann_calls
 from ufom_bench.theory.moments import fom_bias, lemma1_bound, ufom_second_moment, ufom_xi_variance
@@ -59,6 +59,7 @@ __all__ = [
     "condition_eq20",
     "costs",
     "d_bound",
+    "derived_only",
     "d_bound_const",
     "dT_dq_at_1_positive",
     "expected_calls",

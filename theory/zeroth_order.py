@@ -148,7 +148,7 @@ def derivation() -> ZerothOrderDerivation:
                 note,
             )
             for name, note in [
-                ("pzobo", "grad calls (0 HVPs): path, outer gradient, Q perturbed paths; DESIGN.md's form"),
+                ("pzobo", "grad calls (0 HVPs): path, outer gradient, Q perturbed paths; the count the estimator documents"),
                 ("forward_gradient", "(grad calls, HVPs): per direction r JVPs of dL_in/dphi and one JVP of L_out"),
                 ("es", "grad calls (0 HVPs), each L_out evaluation counted as one grad call"),
             ]
@@ -157,7 +157,8 @@ def derivation() -> ZerothOrderDerivation:
             tex_(per_q(gauss_const)),
             tex_((s + 1) * A2 / Q),
             comp_ok and equal(gauss_const, s + 1),
-            "E[u u^T a] = a and tr Cov = (s + 1)||a||^2 / Q for u ~ N(0, I) (issue 15, NOTES.md); from the "
+            "E[u u^T a] = a and tr Cov = (s + 1)||a||^2 / Q for u ~ N(0, I) (the Gaussian-smoothing estimators' "
+            "known form); from the "
             "Gaussian fourth moments, componentwise for s = 1..4 and for any s by rotation invariance",
         ),
         "sphere_direction_trace_cov": Check(

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import os
 import platform
+import socket
 import subprocess
 import sys
 from collections import Counter
@@ -30,8 +32,9 @@ _GIT_TIMEOUT_S = 5.0
 def provenance() -> dict[str, str]:
     """Return the provenance of the current process as a flat ``{name: str}`` dict (a fresh copy).
 
-    Keys: one per package in ``_PACKAGES`` (its version), ``python``, ``platform``, ``jax_backend``,
-    ``jax_devices`` (e.g. ``"1x cpu"``), ``jax_x64`` and ``git_commit`` (see `git_commit`).
+    Keys: one per package in ``_PACKAGES`` (its version), ``python``, ``platform``, ``cpu`` (the processor's
+    model name, with the logical core count), ``host`` (the machine's name), ``jax_backend``, ``jax_devices``
+    (e.g. ``"1x cpu"``), ``jax_x64`` and ``git_commit`` (see `git_commit`).
     Everything except the x64 flag, which a program may switch at run time, is computed once per process.
     """
     return {**_static(), "jax_x64": _x64()}
@@ -43,9 +46,35 @@ def _static() -> dict[str, str]:
     info = {key: _version(dist) for key, dist in _PACKAGES.items()}
     info["python"] = platform.python_version()
     info["platform"] = platform.platform()
+    info["cpu"] = _cpu()
+    info["host"] = _host()
     info.update(_jax_devices())
     info["git_commit"] = git_commit()
     return info
+
+
+def _cpu() -> str:
+    """The processor's model name and logical core count, e.g. ``"AMD EPYC 9B14 (2 logical cores)"``: the
+    "model name" of /proc/cpuinfo (Linux), else `platform.processor()`; ``"unknown"`` if neither says."""
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except Exception:
+        pass
+    model = model or platform.processor() or platform.machine()
+    cores = os.cpu_count()
+    return f"{model} ({cores} logical cores)" if model and cores else (model or "unknown")
+
+
+def _host() -> str:
+    """The machine's network name (`socket.gethostname`), or ``"unknown"``."""
+    try:
+        return socket.gethostname() or "unknown"
+    except Exception:
+        return "unknown"
 
 
 def _version(dist: str) -> str:
