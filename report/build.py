@@ -1,5 +1,6 @@
-"""The PDF report: provenance, claims table, theory section, Figure 1 (a)-(f), the r extension, and the
-hypercleaning (Table 1) and few-shot (Table 2) sections.
+"""The PDF report: which estimator to trust (the frontier and its recommendation, first), provenance, claims
+table, theory section, Figure 1 (a)-(f), the r extension, and the hypercleaning (Table 1) and few-shot (Table 2)
+sections.
 
 The report reads tables: the experiments' results, the statistics of `ufom_bench.analysis`, and the few
 settings the tables do not carry (``settings``, from `simulations.report_settings`, passed by the command
@@ -15,6 +16,7 @@ import pandas as pd
 from ufom_bench.report import figures
 from ufom_bench.report.document import Report, pdf_page_count
 from ufom_bench.report.fewshot import add_fewshot_section, fewshot_claims
+from ufom_bench.report.frontier import add_frontier_section
 from ufom_bench.report.hypercleaning import add_hypercleaning_section, hypercleaning_claims
 from ufom_bench.report.theory_section import add_theory_section
 from ufom_bench.analysis import figure_claims
@@ -83,6 +85,9 @@ def build_report(results: dict[str, pd.DataFrame], scale: str, path: str, settin
         "ufom-bench report",
         f"UFOM (Likhosherstov et al., ICML 2021): theory checked against measurements. Scale: {scale}.",
     )
+    if results.get("frontier") is not None:  # section 1: the answer a reader comes for, before the audit
+        add_frontier_section(rep, results["frontier"], scale=scale)
+
     rep.section("What this report holds")
     rep.paragraph(
         "Each claim of the paper tested here is listed with its measured value, its uncertainty, the criterion "
