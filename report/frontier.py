@@ -117,9 +117,11 @@ def fig_frontier(table: pd.DataFrame, problem: str, point: str = "theta0", z: fl
             ax.errorbar(x[i], y[i], yerr=[[y[i] - lo[i]], [hi[i] - y[i]]],
                         xerr=[[min(z * xse[i], x[i] * 0.9)], [z * xse[i]]], fmt="none", ecolor=colour, lw=0.8,
                         capsize=2, zorder=2)
-            h = ax.scatter(x[i], y[i], s=area[i], c=[colour], marker=marker, edgecolors="k", linewidths=0.4,
-                           alpha=0.85, zorder=3, label=lab + (" (error 0)" if err[i] <= 0 else ""))
-            handles.setdefault(lab, h)
+            ax.scatter(x[i], y[i], s=area[i], c=[colour], marker=marker, edgecolors="k", linewidths=0.4,
+                       alpha=0.85, zorder=3)
+            handles.setdefault(lab, plt.Line2D([], [], ls="none", marker=marker, markersize=6, markerfacecolor=colour,
+                                               markeredgecolor="k", markeredgewidth=0.4,
+                                               label=lab + (" (error 0)" if err[i] <= 0 else "")))
         front = analysis.pareto_front(rows.assign(_y=y), cost, ERROR, by=None)
         front = front[front["pareto"]].sort_values(cost)
         if not front.empty:
@@ -216,8 +218,9 @@ def add_frontier_section(rep: Report, table: pd.DataFrame, *, targets: Sequence[
     main = _at(table, point)
     point = str(main["point"].iloc[0])
     rep.section(title)
+    rep.paragraph("In short, at " + point + ": " + " ".join(summary_sentences(rec, point)))
     rep.paragraph(
-        "For each problem, every estimator (at a few settings) is measured at the same theta against the exact "
+        "How to read this section. For each problem, every estimator (at a few settings) is measured at the same theta against the exact "
         "gradient of the same task: the relative MSE E_T E||G_hat - G_T||^2 / ||dM/dtheta||^2 (bias^2 plus the "
         "estimator's own variance, in units of the signal) with its standard error over Monte Carlo draws, the "
         "counted function calls per estimate (gradients + HVPs; SE where the count is random), the seconds of one "
@@ -229,7 +232,6 @@ def add_frontier_section(rep: Report, table: pd.DataFrame, *, targets: Sequence[
         "(minimum over rounds) without an SE, so their ranking is marked 'cheaper (cost has no SE)'. Budgets "
         "are nested: an O(1) estimator also fits O(sqrt r) and O(r)."
         + (" At smoke scale these are tiny samples: a check that the pipeline runs." if scale == "smoke" else ""))
-    rep.paragraph("In short, at " + point + ": " + " ".join(summary_sentences(rec, point)))
     for problem in dict.fromkeys(main["problem"]):
         rows = main[main["problem"] == problem]
         rep.subsection(f"{problem}")
