@@ -214,7 +214,7 @@ def add_frontier_section(rep: Report, table: pd.DataFrame, *, targets: Sequence[
     recommendation table at ``point``, what changes at the other points, and the estimators not defined on a
     problem. Every number comes from ``table`` (frontier rows) through `analysis`."""
     table = _check(table)
-    rec = analysis.frontier_recommendations(table, targets, costs=tuple(c for c in COSTS if c in table))
+    rec = analysis.frontier_recommendations(table, targets, costs=tuple(COSTS))
     main = _at(table, point)
     point = str(main["point"].iloc[0])
     rep.section(title)

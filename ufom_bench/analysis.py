@@ -9,6 +9,8 @@ Normal and Student-t quantiles come from `scipy.stats`, the one-sided paired tes
     analysis.figure_claims(results, D=0.06)        # Theorems 1-2, eq. 15, Figure 1e-f claim rows
     analysis.pareto_front(results["frontier"], "calls", "rel_mse")          # MSE against cost per problem
     analysis.recommend(results["frontier"], [1.0, 0.1], "calls", "rel_mse")  # cheapest per target and memory
+    analysis.frontier_recommendations(results["frontier"], [10, 1, 0.1])    # calls and seconds, per point
+    analysis.pzobo_vs_es_claim(err_pzobo, err_es, 81, 88)                   # PZOBO's claims (simulations.claims)
 """
 
 from __future__ import annotations
@@ -520,11 +522,12 @@ def applicable(frame: pd.DataFrame) -> pd.DataFrame:
 
 def frontier_recommendations(frame: pd.DataFrame, targets: Sequence[float], costs: Sequence[str] = ("calls", "seconds"),
                              error: str = "rel_mse", z: float = Z95) -> pd.DataFrame:
-    """`recommend` on the measured frontier rows for each cost in ``costs`` (those present), per problem and point
+    """`recommend` on the measured frontier rows for each cost in ``costs`` (those measured), per problem and point
     (``point`` "theta0" where the table has no point column): one tidy table, ``cost_kind`` telling them apart."""
     rows = applicable(frame)
     rows = rows if "point" in rows else rows.assign(point="theta0")
-    parts = [recommend(rows, targets, cost, error, by=("problem", "point"), z=z) for cost in costs if cost in rows]
+    measured = [c for c in costs if c in rows and np.isfinite(rows[c].astype(float)).any()]  # seconds may be off
+    parts = [recommend(rows, targets, cost, error, by=("problem", "point"), z=z) for cost in measured]
     if not parts:
         raise UserError(f"frontier_recommendations needs one of the cost columns {tuple(costs)}")
     return pd.concat(parts, ignore_index=True)
