@@ -84,7 +84,7 @@ def fig_frontier(table: pd.DataFrame, problem: str, point: str = "theta0", z: fl
     +- z SE clipped to positive values on the log axes (a zero error, the exact estimators', is drawn at the
     axis floor as a downward triangle), the Pareto front (`analysis.pareto_front`) as a dashed step line."""
     rows = analysis.applicable(_at(_check(table), point))
-    rows = rows[rows["problem"] == problem]
+    rows = rows[(rows["problem"] == problem) & np.isfinite(rows[ERROR].astype(float))]
     costs = [c for c in COSTS if c in rows and np.isfinite(rows[c].astype(float)).any()]
     if rows.empty or not costs:
         raise UserError(f"no measured frontier rows for problem {problem!r} at point {point!r}")
@@ -133,8 +133,9 @@ def fig_frontier(table: pd.DataFrame, problem: str, point: str = "theta0", z: fl
     axes[0][0].set_ylim(floor / 1.5, max(hi.max(), y.max()) * 1.5)
     axes[0][0].set_ylabel("relative MSE  E||G_hat - G_T||^2 / ||dM/dtheta||^2")
     front_handle = plt.Line2D([], [], ls="--", c="k", lw=0.9, label="Pareto front (point estimates)")
-    sizes = [plt.scatter([], [], s=_area(np.array([m]), mlo, mhi)[0], c="w", edgecolors="k", linewidths=0.6,
-                         label=f"{mem_name}: {format_count(m)}") for m in sorted({mlo, mhi})]
+    sizes = [plt.Line2D([], [], ls="none", marker="o", markersize=float(np.sqrt(_area(np.array([m]), mlo, mhi)[0])),
+                        markerfacecolor="w", markeredgecolor="k", markeredgewidth=0.6,
+                        label=f"{mem_name}: {format_count(m)}") for m in sorted({mlo, mhi})]
     fig.legend(handles=list(handles.values()) + [front_handle] + sizes, loc="upper center",
                bbox_to_anchor=(0.5, 0.0), ncol=3, fontsize=6.5, frameon=False)
     fig.suptitle(f"{problem} at {point}: error against cost (bars: 95% intervals; marker area: memory)",
