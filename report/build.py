@@ -1,4 +1,5 @@
-"""The PDF report: a first-page summary naming every section, the claims table (C1, C2, ...), the theory
+"""The PDF report: a first-page summary naming every section, which estimator to trust (the frontier and
+its recommendation, first), the claims table (C1, C2, ...), the theory
 section, the paper's Figure 1 (a)-(f), the r extension, the hypercleaning (Table 1 analog) and few-shot
 (Table 2 analog) sections, notes, and provenance with the precision of each experiment.
 
@@ -19,6 +20,7 @@ import pandas as pd
 from ufom_bench.report import figures
 from ufom_bench.report.document import Report, pdf_page_count
 from ufom_bench.report.fewshot import add_fewshot_section, fewshot_claims
+from ufom_bench.report.frontier import add_frontier_section
 from ufom_bench.report.hypercleaning import add_hypercleaning_section, hypercleaning_claims
 from ufom_bench.report.theory_section import add_theory_section
 from ufom_bench.analysis import claim_test, figure_claims
@@ -145,8 +147,9 @@ def report_summary(rep: Report, scale: str) -> str:
     """The first page's paragraph: what the report is, the numbering scheme, and every section of ``rep``
     by number and title (with its summary), read from `Report.sections` at build time."""
     listed = "; ".join(f"{num} {title}" + (f" ({what})" if what else "") for num, title, what in rep.sections)
-    return (f"This report checks the claims of the UFOM paper (Likhosherstov et al., ICML 2021) against "
-            f"measurements at the {scale} scale, with their uncertainty and a stated test for each. "
+    return (f"This report measures which hypergradient estimator to trust on the suite's problems, and checks "
+            f"the claims of the UFOM paper (Likhosherstov et al., ICML 2021) and of PZOBO (Sow et al., 2022) "
+            f"against measurements, at the {scale} scale, with their uncertainty and a stated test for each. "
             f"Its {len(rep.sections)} sections: {listed}. "
             "Numbering: 'Figure 1b', 'Table 1', 'Section 5.2' and equation numbers always refer to the paper; "
             "claims are numbered C1, C2, ...; this report's own figures and tables are named by their titles. "
@@ -172,6 +175,8 @@ def build_report(results: dict[str, pd.DataFrame], scale: str, path: str, settin
         number_floats=False,
     )
     rep.summary(lambda r: report_summary(r, scale))
+    if results.get("frontier") is not None:  # section 1: the answer a reader comes for, before the audit
+        add_frontier_section(rep, results["frontier"], scale=scale)
     rep.section("Claims and verdicts", summary=f"every claim tested, {claims['id'].iloc[0]}-{claims['id'].iloc[-1]}, "
                 "with its measured value, uncertainty, test and verdict" if len(claims) else "")
     rep.claims_table(claims[["id", "claim", "source", "measured", "criterion", "verdict"]].to_dict("records"),

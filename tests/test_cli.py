@@ -233,3 +233,64 @@ def test_list_aligns_every_row():
     rows = proc.stdout.splitlines()[:-1]
     assert [r.split()[0] for r in rows] == list(simulations.EXPERIMENTS)
     assert len({row.index(doc) for row, (_, _, doc) in zip(rows, simulations.EXPERIMENTS.values())}) == 1
+
+
+# ------------------------------------------------------------------------------- frontier on your problem
+
+# The README's example: a problem defined in ten lines, in a module of the folder the command runs in.
+USER_PROBLEM = '''
+import jax, jax.numpy as jnp
+from ufom_bench import Problem
+
+def ridge():  # theta: log ridge penalty per weight; phi: weights fitted by r = 10 GD steps on the first 20 points
+    def sample_task(key):
+        kx, kw, kn = jax.random.split(key, 3)
+        x, w = jax.random.normal(kx, (40, 5)), jax.random.normal(kw, (5,))
+        return {"x": x, "y": x @ w + 0.5 * jax.random.normal(kn, (40,))}
+    inner = lambda th, phi, t: jnp.mean((t["x"][:20] @ phi - t["y"][:20]) ** 2) + jnp.sum(jnp.exp(th) * phi ** 2)
+    outer = lambda th, phi, t: jnp.mean((t["x"][20:] @ phi - t["y"][20:]) ** 2)  # validation loss on the rest
+    return Problem(inner, outer, lambda th, t: jnp.zeros(5), sample_task, jnp.full(10, 0.1), jnp.zeros(5), name="ridge")
+
+def three():
+    return 3
+'''
+
+
+@pytest.fixture
+def user_folder(tmp_path):
+    (tmp_path / "myproblem.py").write_text(USER_PROBLEM)
+    (tmp_path / "broken.py").write_text("import no_such_package_xyz\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("myproblem", "--problem must be package.module:function, got --problem 'myproblem'"),
+    ("nosuchmodule:f", "--problem nosuchmodule:f: no module named 'nosuchmodule'"),
+    ("myproblem:nope", "--problem myproblem:nope: module 'myproblem' has no attribute 'nope'"),
+    ("myproblem:three", "--problem myproblem:three: three() returned int, not a ufom_bench.Problem"),
+    ("broken:f", "--problem broken:f: importing 'broken' failed: No module named 'no_such_package_xyz'"),
+])
+def test_frontier_bad_problem_spec_is_one_line(user_folder, spec, message):
+    proc = cli("frontier", "--problem", spec, "--out", str(user_folder / "out"), cwd=user_folder)
+    one_line_error(proc, message)
+
+
+def test_frontier_on_a_problem_of_ten_lines(user_folder):
+    """Smoke size: three settings, 4 task draws x 2 keys; the rows, recommendation, figure and a PDF whose
+    first section is the frontier's, with the problem's recommendation computed from the rows."""
+    import pandas as pd
+    from ufom_bench.report.pdftext import pdf_text
+
+    out = user_folder / "out"
+    proc = cli("frontier", "--problem", "myproblem:ridge", "--out", str(out), "--n-tasks", "4", "--n-keys", "2",
+               "--estimators", "fom", "ufom:q=0.5", "exact", cwd=user_folder, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    rows = pd.read_parquet(out / "frontier.parquet")
+    assert list(rows["label"]) == ["fom", "ufom(q=0.5)", "exact"] and (rows["problem"] == "ridge").all()
+    assert rows.loc[rows["label"] == "exact", "mse"].iloc[0] == 0 and (rows["seconds"] > 0).all()
+    assert (out / "frontier.csv").exists() and (out / "frontier.png").read_bytes().startswith(b"\x89PNG")
+    rec = pd.read_csv(out / "recommendation.csv")
+    assert rec.loc[(rec["target"] == 0.1) & (rec["memory_budget"] == "O(r)"), "estimator"].iloc[0] in set(rows["label"])
+    text = pdf_text(out / "frontier.pdf")
+    assert "1 Which estimator to trust" in text and "Which estimator on ridge (theta0)" in text
+    assert "frontier.pdf" in proc.stdout and proc.stdout.startswith("ridge: ")

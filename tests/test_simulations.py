@@ -53,6 +53,9 @@ def test_report_pdf_holds_the_claims_and_every_figure(smoke):
     for panel in ["1a", "1b", "1c", "1d", "1e", "1f"]:
         assert f"Paper's Figure {panel}:" in text, panel
     assert "D^2, V^2 and q* against r" in text
+    # section 1 is the frontier's, before the claims table; PZOBO's claim rows are in that table
+    assert text.index("1 Which estimator to trust") < text.index("Which estimator on counterexample") < text.index(
+        "Claims and verdicts") < text.index("MSE es / pzobo =")
 
 
 def test_exact_claims_hold_even_at_smoke_scale(smoke):

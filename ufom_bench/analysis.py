@@ -9,6 +9,8 @@ Normal and Student-t quantiles come from `scipy.stats`, the one-sided paired tes
     analysis.figure_claims(results, D=0.06)        # Theorems 1-2, eq. 15, Figure 1e-f claim rows
     analysis.pareto_front(results["frontier"], "calls", "rel_mse")          # MSE against cost per problem
     analysis.recommend(results["frontier"], [1.0, 0.1], "calls", "rel_mse")  # cheapest per target and memory
+    analysis.frontier_recommendations(results["frontier"], [10, 1, 0.1])    # calls and seconds, per point
+    analysis.pzobo_vs_es_claim(err_pzobo, err_es, 81, 88)                   # PZOBO's claims (simulations.claims)
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ __all__ = [
     "Z",
     "Z95",
     "alpha_trend_z",
+    "applicable",
     "ci",
     "ci_half_width",
     "claim_row",
@@ -43,14 +46,20 @@ __all__ = [
     "figure_claims",
     "format_count",
     "format_pm",
+    "frontier_recommendations",
+    "growth_claim",
     "identity_z",
     "mean_ci",
+    "mse_ratio",
     "paired_comparison",
     "paired_differences",
     "pareto_front",
+    "pzobo_vs_es_claim",
     "recommend",
+    "recommendation_changes",
     "table1",
     "table2",
+    "variance_formula_claim",
     "verdict",
     "welch_one_sided",
 ]
@@ -389,6 +398,87 @@ def identity_z(mc: pd.DataFrame) -> np.ndarray:
     return ((mc["ufom_direct"] - mc["ufom_m2"]) / mc["ufom_diff_se"]).to_numpy(float)
 
 
+# ---------------------------------------------------------------------------------------- PZOBO's claims
+#
+# Sow, Ji, Liang (2022): "estimating only the response Jacobian is far more effective than zeroth-order
+# estimation of the full hypergradient" (pzobo against es at equal calls) and "its variance grows with the outer
+# dimension" (tr Cov against s and Q, beside theory.zeroth_order's (s + 1) ||J^T b2||^2 / Q). The claims
+# experiment (simulations/claims.py) measures; these functions turn the measurements into claim rows.
+
+
+def mse_ratio(err_a, err_b) -> dict:
+    """Paired draws of two squared errors (same task per draw): ratio = mean(err_b) / mean(err_a), the SE of
+    its log by the delta method with the pairing's covariance, and z = log(ratio) / SE (> 0: ``a`` better).
+
+    Var log(mean_b / mean_a) = (var_a / m_a^2 + var_b / m_b^2 - 2 cov_ab / (m_a m_b)) / n.
+    """
+    a, b = np.asarray(err_a, np.float64), np.asarray(err_b, np.float64)
+    if a.shape != b.shape or a.ndim != 1 or a.size < 2:
+        raise UserError(f"mse_ratio needs two paired 1-d samples of >= 2 draws, got shapes {a.shape} and {b.shape}")
+    n, ma, mb = a.size, a.mean(), b.mean()
+    c = np.cov(a, b, ddof=1)
+    var_log = (c[0, 0] / ma**2 + c[1, 1] / mb**2 - 2 * c[0, 1] / (ma * mb)) / n
+    se = math.sqrt(max(var_log, 0.0))
+    ratio = mb / ma
+    return {"ratio": ratio, "log_se": se, "z": math.log(ratio) / se if se > 0 else math.inf * np.sign(math.log(ratio)),
+            "mse_a": ma, "mse_a_se": a.std(ddof=1) / math.sqrt(n), "mse_b": mb, "mse_b_se": b.std(ddof=1) / math.sqrt(n),
+            "n": n}
+
+
+def pzobo_vs_es_claim(err_pzobo, err_es, calls_pzobo: float, calls_es: float, setting: str = "",
+                      z: float = Z) -> dict:
+    """PZOBO's claim that estimating only the response Jacobian beats zeroth-order estimation of the whole
+    hypergradient, at equal calls: the MSE ratio es / pzobo (`mse_ratio`, paired draws). holds: log ratio > 0 at
+    z > ``z``; fails: z < -``z`` (pzobo significantly worse); inconclusive in between. The comparison is at equal
+    calls only if es gets at least pzobo's calls (``calls_es`` >= ``calls_pzobo``); otherwise the row is
+    inconclusive whatever the data."""
+    m = mse_ratio(err_pzobo, err_es)
+    lo, hi = (m["ratio"] * math.exp(s * Z95 * m["log_se"]) for s in (-1, 1))
+    fair = calls_es >= calls_pzobo
+    ok = (True if m["z"] > z else False if m["z"] < -z else None) if fair else None
+    measured = (f"MSE es / pzobo = {m['ratio']:.3g} (95%: {lo:.3g}-{hi:.3g}; z = {m['z']:.1f}); pzobo "
+                f"{m['mse_a']:.3g} +- {m['mse_a_se']:.2g} at {calls_pzobo:g} calls, es {m['mse_b']:.3g} +- "
+                f"{m['mse_b_se']:.2g} at {calls_es:g} calls; n = {m['n']:,}" + (f"; {setting}" if setting else ""))
+    criterion = (f"z-test on the log MSE ratio: holds if z > {z:g}, fails if z < -{z:g}, else inconclusive; es "
+                 "gets at least pzobo's calls" + ("" if fair else " (NOT MET here: inconclusive)"))
+    return claim_row("Estimating only the response Jacobian (pzobo) beats zeroth-order estimation of the full "
+                     "hypergradient (es) at equal calls", "PZOBO (Sow et al. 2022)", measured, criterion, ok,
+                     m["ratio"], m["log_se"])
+
+
+def variance_formula_claim(table: pd.DataFrame, claim: str, source: str, z: float = Z) -> dict:
+    """Measured tr Cov against its formula, cell by cell: ``table`` has columns ``trace``, ``trace_se`` (from
+    independent draws) and ``formula``; holds when max |z| < ``z`` over the cells (no multiplicity correction:
+    |z| < 4 has a false-failure chance below 1e-4 per cell)."""
+    zs = ((table["trace"] - table["formula"]) / table["trace_se"]).to_numpy(float)
+    worst = int(np.argmax(np.abs(zs)))
+    zmax = float(np.abs(zs[worst]))
+    w = table.iloc[worst]
+    where = ", ".join(f"{c} = {w[c]:g}" for c in ("s", "Q") if c in table)
+    measured = (f"max |z| = {zmax:.2f} over {len(zs)} cells (worst at {where}: {w['trace']:.4g} +- "
+                f"{w['trace_se']:.2g} vs {w['formula']:.4g})")
+    return claim_row(claim, source, measured, f"max |z| < {z:g} (z-test per cell)", zmax < z, zmax)
+
+
+def growth_claim(table: pd.DataFrame, x: str, claim: str, source: str, z: float = Z) -> dict:
+    """The normalised variance v = trace Q / ||a||^2 (columns ``trace``, ``trace_se``, ``Q``, ``a2``) grows with
+    column ``x``: the weighted least-squares slope of v against x and its SE; holds at z > ``z``, fails at
+    z < -``z``, else inconclusive. The formula (s + 1) ||a||^2 / Q predicts slope 1 in s."""
+    scale = table["Q"].to_numpy(float) / table["a2"].to_numpy(float)
+    v, se, xs = table["trace"].to_numpy(float) * scale, table["trace_se"].to_numpy(float) * scale, table[x].to_numpy(float)
+    w = 1 / se**2
+    xbar = np.sum(w * xs) / np.sum(w)
+    sxx = np.sum(w * (xs - xbar) ** 2)
+    slope = float(np.sum(w * (xs - xbar) * v) / sxx)
+    slope_se = float(1 / math.sqrt(sxx))
+    zz = slope / slope_se
+    lo, hi = int(np.argmin(xs)), int(np.argmax(xs))
+    measured = (f"tr Cov Q / ||a||^2 = {v[lo]:.3g} +- {se[lo]:.2g} at {x} = {xs[lo]:g}, {v[hi]:.3g} +- {se[hi]:.2g} "
+                f"at {x} = {xs[hi]:g}; slope {slope:.3g} +- {slope_se:.2g} (z = {zz:.1f})")
+    return claim_row(claim, source, measured, f"z-test on the weighted LS slope: holds if z > {z:g}, fails if "
+                     f"z < -{z:g}, else inconclusive", True if zz > z else False if zz < -z else None, slope, slope_se)
+
+
 # ---------------------------------------------------------------------------------------- the frontier
 #
 # Rows of the frontier experiment (`ufom_bench.frontier.measure`, simulations/frontier.py): one per
@@ -437,7 +527,7 @@ def pareto_front(frame: pd.DataFrame, cost: str = "calls", error: str = "mse", b
 
 
 def recommend(frame: pd.DataFrame, targets: Sequence[float], cost: str = "calls", error: str = "mse",
-              by: str = "problem", name: str = "label", z: float = Z95) -> pd.DataFrame:
+              by: str | Sequence[str] = "problem", name: str = "label", z: float = Z95) -> pd.DataFrame:
     """For each group, target accuracy and memory budget: the cheapest estimator that meets the target, the
     runner-up, and whether the winner is significantly cheaper.
 
@@ -445,25 +535,32 @@ def recommend(frame: pd.DataFrame, targets: Sequence[float], cost: str = "calls"
     interval reaches past the target does not count), and fits a budget when its ``memory_class`` is at or
     below it (MEMORY_CLASSES are nested). Among the rows that meet and fit, the cheapest by ``cost`` (ties: the
     smaller error) wins; the runner-up is the next. ``significant``: the cost intervals cost +- z SE (SE from a
-    ``<cost>_se`` column, 0 without one) do not overlap; otherwise the verdict is "no significant difference".
-    A budget with no row meeting the target gets verdict "none meets the target".
+    ``<cost>_se`` column, 0 where it is NaN) do not overlap; otherwise the verdict is "no significant
+    difference". Without a ``<cost>_se`` column (a single timing) significance is not assessed: ``significant``
+    is None and the verdict "cheaper (cost has no SE)". A budget with no row meeting the target gets verdict
+    "none meets the target".
+
+    ``by``: a column or several (e.g. ("problem", "point")); the output starts with them.
     """
-    for column in (cost, error, name, "memory_class", by):
+    keys = [by] if isinstance(by, str) else list(by)
+    for column in (cost, error, name, "memory_class", *keys):
         if column not in frame:
             raise UserError(f"recommend needs column {column!r}; got {', '.join(map(str, frame.columns))}")
     bad = set(frame["memory_class"].dropna()) - set(MEMORY_CLASSES)
     if bad:
         raise UserError(f"unknown memory_class {sorted(bad)!r}; expected one of {MEMORY_CLASSES}")
+    has_se = f"{cost}_se" in frame
     rows = frame[np.isfinite(frame[cost].astype(float)) & np.isfinite(frame[error].astype(float))].copy()
     rows["_cost_se"], rows["_err_se"] = _se_of(rows, cost), _se_of(rows, error)
     rows["_class"] = rows["memory_class"].map(MEMORY_CLASSES.index)
     out = []
-    for group, g in rows.groupby(by, sort=False):
+    for group, g in rows.groupby(keys if len(keys) > 1 else keys[0], sort=False):
+        head = dict(zip(keys, group if len(keys) > 1 else (group,)))
         for target in targets:
             meets = g[g[error] + z * g["_err_se"] <= target]
             for budget, level in zip(MEMORY_CLASSES, range(len(MEMORY_CLASSES))):
                 fit = meets[meets["_class"] <= level].sort_values([cost, error], kind="stable")
-                row = {"problem": group, "target": float(target), "memory_budget": budget, "cost_kind": cost}
+                row = {**head, "target": float(target), "memory_budget": budget, "cost_kind": cost}
                 if fit.empty:
                     out.append({**row, "verdict": "none meets the target"})
                     continue
@@ -474,9 +571,46 @@ def recommend(frame: pd.DataFrame, targets: Sequence[float], cost: str = "calls"
                     out.append({**row, "verdict": "only one meets the target"})
                     continue
                 second = fit.iloc[1]
-                apart = (second[cost] - z * second["_cost_se"]) > (best[cost] + z * best["_cost_se"])
                 row.update(runner_up=second[name], runner_up_cost=float(second[cost]),
-                           runner_up_cost_se=float(second["_cost_se"]), significant=bool(apart),
-                           verdict="cheapest" if apart else "no significant difference")
+                           runner_up_cost_se=float(second["_cost_se"]))
+                if not has_se:
+                    out.append({**row, "significant": None, "verdict": "cheaper (cost has no SE)"})
+                    continue
+                apart = (second[cost] - z * second["_cost_se"]) > (best[cost] + z * best["_cost_se"])
+                row.update(significant=bool(apart), verdict="cheapest" if apart else "no significant difference")
                 out.append(row)
-    return pd.DataFrame(out, columns=list(RECOMMEND_COLUMNS))
+    return pd.DataFrame(out, columns=keys + list(RECOMMEND_COLUMNS[1:]))
+
+
+def applicable(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frontier rows that were measured: ``not_applicable`` empty (or absent) and a finite error."""
+    ok = frame["not_applicable"].fillna("") == "" if "not_applicable" in frame else pd.Series(True, frame.index)
+    return frame[ok]
+
+
+def frontier_recommendations(frame: pd.DataFrame, targets: Sequence[float], costs: Sequence[str] = ("calls", "seconds"),
+                             error: str = "rel_mse", z: float = Z95) -> pd.DataFrame:
+    """`recommend` on the measured frontier rows for each cost in ``costs`` (those measured), per problem and point
+    (``point`` "theta0" where the table has no point column): one tidy table, ``cost_kind`` telling them apart."""
+    rows = applicable(frame)
+    rows = rows if "point" in rows else rows.assign(point="theta0")
+    measured = [c for c in costs if c in rows and np.isfinite(rows[c].astype(float)).any()]  # seconds may be off
+    parts = [recommend(rows, targets, cost, error, by=("problem", "point"), z=z) for cost in measured]
+    if not parts:
+        raise UserError(f"frontier_recommendations needs one of the cost columns {tuple(costs)}")
+    return pd.concat(parts, ignore_index=True)
+
+
+def recommendation_changes(rec: pd.DataFrame, base: str = "theta0") -> pd.DataFrame:
+    """Where the recommendation at another point differs from the one at ``base`` (same problem, target, budget
+    and cost kind): one row per difference, with both estimators (NaN where none meets the target) and both
+    verdicts. Empty when every point agrees with ``base`` or there is only one point."""
+    keys = ["problem", "target", "memory_budget", "cost_kind"]
+    at_base = rec[rec["point"] == base].set_index(keys)[["estimator", "verdict"]].add_suffix(f"_at_{base}")
+    others = rec[rec["point"] != base]
+    if others.empty or at_base.empty:
+        return pd.DataFrame(columns=["point", *keys, f"estimator_at_{base}", "estimator", "verdict"])
+    merged = others.join(at_base, on=keys)
+    a, b = merged["estimator"].fillna(""), merged[f"estimator_at_{base}"].fillna("")
+    return merged.loc[a != b, ["point", *keys, f"estimator_at_{base}", "estimator", f"verdict_at_{base}",
+                               "verdict"]].reset_index(drop=True)

@@ -114,6 +114,104 @@ def _report(args) -> int:
     return 0
 
 
+def load_problem(spec: str):
+    """The `Problem` returned by the factory ``spec`` = "package.module:function" (called without arguments),
+    imported with the current folder on the path. A bad spec raises a one-line `UserError` naming it."""
+    import importlib
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise UserError(f"--problem must be package.module:function, got --problem {spec!r}")
+    if os.getcwd() not in sys.path:  # `ufom-bench` (a console script) does not put the current folder on the path
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        missing = err.name or ""
+        if missing and (module_name == missing or module_name.startswith(missing + ".")):
+            raise UserError(f"--problem {spec}: no module named {module_name!r}") from None
+        raise UserError(f"--problem {spec}: importing {module_name!r} failed: {err}") from None
+    factory = module
+    for part in attr.split("."):
+        if not hasattr(factory, part):
+            raise UserError(f"--problem {spec}: module {module_name!r} has no attribute {attr!r}")
+        factory = getattr(factory, part)
+    if not callable(factory):
+        raise UserError(f"--problem {spec}: {attr!r} is not callable")
+    from ufom_bench.problem import Problem
+
+    problem = factory()
+    if not isinstance(problem, Problem):
+        raise UserError(f"--problem {spec}: {attr}() returned {type(problem).__name__}, not a ufom_bench.Problem")
+    return problem
+
+
+def parse_estimator(text: str) -> tuple[str, dict]:
+    """``"ufom"`` -> ("ufom", {}); ``"pzobo:n_dirs=4,mu=0.01"`` -> ("pzobo", {"n_dirs": 4, "mu": 0.01})."""
+    import ast
+
+    name, _, rest = text.partition(":")
+    params = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise UserError(f"--estimators entries are name or name:key=value,...; got {text!r}")
+        try:
+            params[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            params[key.strip()] = value.strip()
+    return name.strip(), params
+
+
+def _frontier(args) -> int:
+    """`frontier.compare` on a user's problem: rows (parquet, csv), recommendation (csv), figure, short PDF."""
+    if args.n_tasks < 2 or args.n_keys < 2:
+        raise UserError(f"--n-tasks and --n-keys must be at least 2, got --n-tasks {args.n_tasks} --n-keys {args.n_keys}")
+    settings = [parse_estimator(e) for e in args.estimators] if args.estimators else None
+    targets = tuple(args.targets)
+    if not targets or min(targets) <= 0:
+        raise UserError(f"--targets must be positive relative MSEs, got --targets {' '.join(map(str, targets))}")
+    problem = load_problem(args.problem)
+    if settings is not None:
+        from ufom_bench import estimators
+
+        for name, params in settings:
+            estimators.get(name, **params)  # a bad name or parameter fails before any measurement
+    import jax
+    import matplotlib.pyplot as plt
+
+    from ufom_bench import frontier
+    from ufom_bench.provenance import provenance
+    from ufom_bench.report import figures
+    from ufom_bench.report.document import Report, pdf_page_count
+    from ufom_bench.report.frontier import add_frontier_section, fig_frontier, summary_sentences
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cmp = frontier.compare(problem, settings, targets=targets, n_tasks=args.n_tasks, n_keys=args.n_keys,
+                           key=jax.random.PRNGKey(args.seed), timing=not args.no_timing)
+    rows = cmp.rows.assign(point="theta0", seed=args.seed, **{f"prov_{k}": v for k, v in provenance().items()})
+    rows.to_parquet(out / "frontier.parquet")
+    rows.to_csv(out / "frontier.csv", index=False)
+    cmp.recommendation.to_csv(out / "recommendation.csv", index=False)
+    figures.style()
+    fig = fig_frontier(rows, problem.name)
+    fig.savefig(out / "frontier.png", dpi=150, bbox_inches="tight")
+    plt.close(fig)
+    rep = Report(f"ufom-bench frontier: {problem.name}",
+                 f"--problem {args.problem}; {args.n_tasks} task draws x {args.n_keys} keys; seed {args.seed}")
+    add_frontier_section(rep, rows, targets=targets)
+    rep.provenance(provenance(), caption="Versions and backend of this run.")
+    rep.build(out / "frontier.pdf")
+    from ufom_bench.analysis import frontier_recommendations
+
+    for line in summary_sentences(frontier_recommendations(rows, targets)):
+        print(line)
+    print(f"frontier: {len(rows)} rows -> {out}/frontier.parquet (.csv), recommendation.csv, frontier.png, "
+          f"frontier.pdf ({pdf_page_count(out / 'frontier.pdf')} pages)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ufom-bench",
@@ -141,6 +239,19 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "report":
             cmd.add_argument("--pdf", default=None, help="output PDF (default: OUT/SCALE/report.pdf)")
         cmd.set_defaults(func=func)
+    fr = sub.add_parser("frontier", help="measure every estimator on your own Problem: rows, figure, recommendation, PDF")
+    fr.add_argument("--problem", required=True, help="package.module:function returning a ufom_bench.Problem")
+    fr.add_argument("--out", default="frontier", help="output folder (default: frontier)")
+    fr.add_argument("--n-tasks", type=int, default=64, help="task draws on a sampled problem (default 64)")
+    fr.add_argument("--n-keys", type=int, default=8, help="estimator keys per task (default 8)")
+    fr.add_argument("--estimators", nargs="+", default=None, metavar="NAME[:K=V,...]",
+                    help="settings to measure, e.g. fom ufom:q=0.1 pzobo:n_dirs=4 (default: every registered "
+                         "estimator with its defaults)")
+    fr.add_argument("--targets", type=float, nargs="+", default=[10.0, 1.0, 0.1],
+                    help="relative-MSE targets of the recommendation (default 10 1 0.1)")
+    fr.add_argument("--seed", type=int, default=0)
+    fr.add_argument("--no-timing", action="store_true", help="skip seconds and XLA temp bytes")
+    fr.set_defaults(func=_frontier)
     return parser
 
 
