@@ -7,7 +7,7 @@ from typing import Callable
 
 import pandas as pd
 
-from ufom_bench.simulations import claims, fewshot, frontier, hypercleaning, synthetic
+from ufom_bench.simulations import claims, equal_budget, fewshot, frontier, hypercleaning, synthetic
 from ufom_bench.errors import UserError
 
 SCALES = tuple(synthetic.SCALES)
@@ -34,6 +34,8 @@ EXPERIMENTS: dict[str, tuple[Callable[[str], list[dict]], Callable[[dict], pd.Da
                 "Table 2: few-shot classification, exact_me / FOM / Reptile / Adaptive UFOM at equal calls; D^2, V^2"),
     "frontier": (frontier.configs, frontier.cell_frontier,
                  "Frontier: bias^2, variance, MSE, calls, seconds and temp bytes of every estimator per problem"),
+    "equal_budget": (equal_budget.configs, equal_budget.cell_equal_budget,
+                     "Equal-budget training: every estimator's figure of merit against calls and seconds, per problem"),
 }
 
 
