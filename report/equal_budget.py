@@ -26,7 +26,7 @@ PROBLEM_TITLES = {"counterexample": "the counterexample (Theorem 2)", "quadratic
                   "mlp": "MLP regression (MAML-style)", "hypercleaning": "MNIST data hypercleaning",
                   "fewshot": "few-shot classification"}
 SIZE = (7.0, 3.2)
-COL_WIDTHS = (0.19, 0.17, 0.07, 0.08, 0.07, 0.07, 0.17, 0.06, 0.12)  # fractions of the text width
+COL_WIDTHS = (0.24, 0.17, 0.08, 0.08, 0.08, 0.16, 0.08, 0.11)  # fractions of the text width
 
 
 def _check(table: pd.DataFrame) -> pd.DataFrame:
@@ -76,7 +76,7 @@ def _fmt(x) -> str:
 
 
 def final_table(final: pd.DataFrame, problem: str, log: bool) -> pd.DataFrame:
-    """The final-value table of one problem, in words: mean and 95% CI over seeds, median, calls, seconds,
+    """The final-value table of one problem, in words: mean and 95% CI over seeds, calls, seconds,
     refused steps, the paired comparison against the best and its verdict."""
     f = final[final["problem"] == problem].copy()
     higher = bool(f["higher_is_better"].iloc[0]) if len(f) else False
@@ -90,12 +90,11 @@ def final_table(final: pd.DataFrame, problem: str, log: bool) -> pd.DataFrame:
         "estimator": f["label"],
         ("geometric mean [95% CI]" if log else "mean [95% CI]"):
             [f"{_fmt(m)} [{_fmt(lo)}, {_fmt(hi)}]" for m, lo, hi in zip(f["mean"], f["lo"], f["hi"])],
-        "median": [_fmt(x) for x in f["median"]],
         "calls spent": [format_count(x) for x in f["calls"]],
-        "seconds": [f"{x:.3g}" for x in f["seconds"]],
-        "refused steps": [format_count(x) for x in f["diverged"]],
+        "seconds": [f"{x:.2g}" for x in f["seconds"]],
+        "refused": [format_count(x) for x in f["diverged"]],
         ("ratio to best [95% CI]" if log else "difference to best"): vs,
-        "Holm p": [_fmt(p) for p in f["p_holm"]],
+        "Holm p": [("–" if not np.isfinite(p) else f"{p:.2g}") for p in f["p_holm"]],
         "verdict": f["verdict"],
     })
 
@@ -168,5 +167,5 @@ def add_equal_budget_section(rep: Report, table: pd.DataFrame) -> Report:
                             f"taken after at most its budget of calls (its threshold is the budget minus the largest "
                             f"estimate, {c_max} calls). Median and 10-90% band over seeds."))
         rep.table(final_table(final, problem, log), title=f"Final {merit} at {budget:,} calls: {problem}",
-                  caption=_notes(rows, curves, final, problem), col_widths=COL_WIDTHS)
+                  caption=_notes(rows, curves, final, problem), col_widths=COL_WIDTHS, index=False)
     return rep

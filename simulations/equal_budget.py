@@ -22,10 +22,13 @@ run's time attributed in proportion to the calls spent (one scan gives no time s
 spent, for every estimator of a problem; a schedule in calls gives every estimator the same step size at the
 same point of the x-axis):
   counterexample: Theorem 2's two tasks (D = 0.06, r = 10, alpha = 0.1); merit |dM/dtheta| (exact over the
-    two tasks); theta_0 ~ U[-10, 30] per seed (fig. 1b-c); plain SGD, gamma(x) = c / (1 + x / (r + 1))
-    (`inverse_calls`: the paper's 10/(k + 1) with k counted in FOM estimates' worth of calls), c = 10.
+    two tasks); theta_0 ~ U[-10, 30] per seed (fig. 1b-c); plain SGD, gamma(x) = c / (1 + x / (per (r + 1)))
+    (`inverse_calls`) with (c, per) = (10, 1): the paper's 10/(k + 1) with k counted in FOM estimates' calls.
   quadratic: `problems.quadratic(r=10)` (p = 10, 8 tasks); merit |dM/dtheta| (exact over the tasks);
-    theta_0 = N(0, I) per seed; plain SGD, `inverse_calls` with c = ``QUADRATIC_C``.
+    theta_0 = N(0, I) per seed; plain SGD, `inverse_calls` with (c, per) = (0.01, 30): M_r's Hessian has
+    eigenvalues 6.6-29.8, so c L = 0.3. FOM's mean direction E G_FO has a Jacobian with eigenvalues of negative
+    real part (-1.31, -0.51 +- 1.27i, -0.44 +- 0.27i at this problem), so FOM-SGD drifts away from the
+    stationary point at any step size; the decaying schedule bounds how far (exp(1.31 sum gamma)).
   mlp: `problems.mlp_regression` as `simulations.frontier` builds it (r = 10, alpha = 0.1; d_in = 16,
     hidden = 64 at default); merit: the mean query loss L_out(theta, phi_r) over ``n_eval`` held-out tasks
     (the same tasks for every estimator and seed, drawn from a key training never uses); theta_0 the
@@ -36,10 +39,11 @@ same point of the x-axis):
   fewshot (paper scale): `simulations.fewshot`'s first setting of the scale; every estimator averaged over its
     meta-batch (`estimators.meta_batch`); Adam direction with `linear_to_zero(FEWSHOT_LR, budget)`; merit
     test accuracy (`fewshot.evaluate`, the same test tasks per seed).
-Step sizes: c, ``QUADRATIC_C`` and ``MLP_LR`` were chosen once, by hand, as values under which no estimator's
-run is refused at the default scale (``diverged`` counts, reported) while the cheaper estimators still make
-progress; they are not tuned per estimator (an estimator that needs a smaller step shows it as refused
-steps or a stalled curve, which the report says).
+Step sizes (``SGD_SCHEDULE``, ``MLP_LR``) were chosen once, by hand, on 3 seeds at the default budget, among
+a few values ((0.03, 1), (0.03, 30), (0.02, 10), (0.01, 30) on the quadratic; lr 0.003, 0.01 on the mlp), as
+the one under which no estimator's run blew up while most made progress (at (0.03, 30) FOM, forward_gradient,
+pzobo and es ran off to |dM/dtheta| of 1e2-1e5); they are not tuned per estimator: an estimator that needs a
+smaller step shows it as refused steps, non-finite runs or a stalled curve, which the report says.
 
 **Estimators** (``SETTINGS``): fom, exact_me, ufom(q = 0.1), adaptive_ufom (the paper's q_min = 0.05,
 beta = 0.99, d2_scale = 0.1), truncated(k = 1), reptile (scale "sum_alpha"), pzobo(mu = 0.01, Q = 1),

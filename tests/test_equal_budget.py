@@ -50,15 +50,15 @@ def test_smoke_cell_rows(smoke_table):
 def _check_budget(frame, problem, name, params, scale="smoke"):
     """Every point's calls lie in [b - c_max + 1, b] (at most the budget); a deterministic estimator's are
     exactly cost x ceil((b - c_max + 1) / cost), its zoo count per estimate."""
-    r = eb.r_of(problem, scale)
-    c_max = eb.max_cost(r)
-    assert c_max == 66  # exact_me at r = 10: r + 1 + r(r - 1)/2 + r (Proposition 1)
+    r, batch = eb.r_of(problem, scale), eb.meta_batch_of(problem, scale)
+    c_max = eb.max_cost(r, batch)
+    assert c_max == batch * (r + 1 + r * (r - 1) // 2 + r)  # exact_me's (Proposition 1), the largest
     rows = frame[frame["point"] > 0]
     assert np.all(rows["calls"] <= rows["budget"]), name
     assert np.all(rows["calls"] >= rows["budget"] - c_max + 1), name
     assert np.all(frame["run_calls"] <= eb.budget_of(problem, scale)), name
     if name not in ("ufom", "adaptive_ufom"):
-        cost = int(round(sum(zoo.calls(name, r, **params))))
+        cost = batch * int(round(sum(zoo.calls(name, r, **params))))
         want = cost * np.ceil((rows["budget"] - c_max + 1) / cost)
         np.testing.assert_array_equal(rows["calls"].to_numpy(), want.to_numpy().astype(int), err_msg=name)
 
@@ -78,6 +78,17 @@ def test_every_estimator_spends_at_most_the_budget(problem):
             continue
         _check_budget(frame, problem, name, params)
         assert np.all(np.isfinite(frame["merit"])), name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("problem", ["hypercleaning", "fewshot"])
+def test_paper_problems_at_smoke_sizes(problem):
+    """The paper scale's problems run (here at their experiments' smoke sizes) within the budget; the merit is
+    a test accuracy in [0, 1]."""
+    for name, params in [("ufom", {"q": 0.1}), ("exact_me", {})]:
+        frame = eb.cell_equal_budget(_config(problem, name, params))
+        _check_budget(frame, problem, name, params)
+        assert np.all((frame["merit"] >= 0) & (frame["merit"] <= 1))
 
 
 def test_bad_input():
