@@ -23,6 +23,9 @@ NEEDED = {
                 "axis", "alpha", "r", "d2", "v2", "ufom_var"},
     "frontier": {"problem", "point", "label", "memory_class", "bias2", "bias2_se", "var_task", "var_est", "mse",
                  "mse_se", "calls", "seconds", "temp_bytes", "not_applicable"},
+    "equal_budget": {"problem", "estimator", "label", "seed", "budget", "calls", "seconds", "merit", "merit_name",
+                     "higher_is_better", "log_merit", "diverged", "total_budget", "c_max", "outer_step", "r",
+                     "not_applicable"},
 }
 
 
@@ -53,6 +56,7 @@ def test_report_pdf_holds_the_claims_and_every_figure(smoke):
     for panel in ["1a-b", "1b", "1c", "1d", "1e", "1f"]:
         assert f"Paper's Figure {panel}:" in text, panel
     assert "D^2, V^2 and q* against r" in text
+    assert "Equal-budget training" in text and "at equal function calls: counterexample" in text
 
 
 def test_exact_claims_hold_even_at_smoke_scale(smoke):
