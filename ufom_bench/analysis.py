@@ -510,8 +510,7 @@ def budget_final(frame: pd.DataFrame, level: float = 0.95, alpha: float = 0.05) 
             if best is None or lab == best:
                 row.update(diff=np.nan, diff_ci=np.nan, t=np.nan, p=np.nan, n_pairs=0)
                 continue
-            c = paired_comparison(g.rename(columns={"label": "_lab"}).assign(estimator=g["label"]), "score",
-                                  best, lab, higher=higher, level=level)
+            c = paired_comparison(g.assign(estimator=g["label"]), "score", best, lab, higher=higher, level=level)
             row.update(diff=-c["mean"], diff_ci=c["ci"], t=c["t"], p=c["p"], n_pairs=c["n"])
         labs = [k for k in stats_ if k != best]
         adj = holm([stats_[k]["p"] for k in labs])
