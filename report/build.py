@@ -19,6 +19,7 @@ import pandas as pd
 
 from ufom_bench.report import figures
 from ufom_bench.report.document import Report, pdf_page_count
+from ufom_bench.report.equal_budget import add_equal_budget_section
 from ufom_bench.report.fewshot import add_fewshot_section, fewshot_claims
 from ufom_bench.report.frontier import add_frontier_section
 from ufom_bench.report.hypercleaning import add_hypercleaning_section, hypercleaning_claims
@@ -106,6 +107,7 @@ _DIVERGED = {
     "ext_r": ("excluded Monte Carlo tasks", lambda t: t["diverged"].sum()),
     "hypercleaning": ("refused outer steps", lambda t: t.groupby("cell_id")["diverged"].max().sum()),
     "fewshot": ("refused meta-steps", lambda t: t.groupby("cell_id")["diverged"].max().sum()),
+    "equal_budget": ("refused outer steps", lambda t: t.groupby(["cell_id", "seed"])["diverged"].max().sum()),
 }
 
 
@@ -237,6 +239,8 @@ def build_report(results: dict[str, pd.DataFrame], scale: str, path: str, settin
             "Figure 1d's tasks at alpha = 0.01 for several inner-loop lengths r: the longer the inner loop, the "
             "larger FOM's bias relative to the second moment V^2, and the larger the optimal q."))
 
+    if results.get("equal_budget") is not None:
+        add_equal_budget_section(rep, results["equal_budget"])
     if results.get("hypercleaning") is not None:
         add_hypercleaning_section(rep, results["hypercleaning"], scale, settings.get("hypercleaning"), claim_ids=ids)
     if results.get("fewshot") is not None:

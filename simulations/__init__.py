@@ -7,7 +7,7 @@ from typing import Callable
 
 import pandas as pd
 
-from ufom_bench.simulations import claims, fewshot, frontier, hypercleaning, synthetic
+from ufom_bench.simulations import claims, equal_budget, fewshot, frontier, hypercleaning, synthetic
 from ufom_bench.errors import UserError
 
 SCALES = tuple(synthetic.SCALES)
@@ -34,6 +34,8 @@ EXPERIMENTS: dict[str, tuple[Callable[[str], list[dict]], Callable[[dict], pd.Da
                 "Table 2: few-shot classification, exact_me / FOM / Reptile / Adaptive UFOM at equal calls; D^2, V^2"),
     "frontier": (frontier.configs, frontier.cell_frontier,
                  "Frontier: bias^2, variance, MSE, calls, seconds and temp bytes of every estimator per problem"),
+    "equal_budget": (equal_budget.configs, equal_budget.cell_equal_budget,
+                     "Equal-budget training: every estimator's figure of merit against calls and seconds, per problem"),
 }
 
 
@@ -42,7 +44,8 @@ EXPERIMENTS: dict[str, tuple[Callable[[str], list[dict]], Callable[[dict], pd.Da
 # compute their networks in float32 (explicit dtypes), but some of their random draws (few-shot's task
 # sampling, Adaptive UFOM's coin) and statistics follow JAX's default float; both have always run with x64
 # on and keep it, so their random streams and numbers stay as published (x64 off draws other tasks).
-# The frontier: its counterexample and quadratic are theory checks (float64); its mlp builds float32 arrays.
+# The frontier and equal_budget: their counterexample and quadratic are theory checks (float64); their networks
+# build float32 arrays.
 X64 = {name: True for name in EXPERIMENTS}
 
 # What `ufom-bench report` runs: every experiment with a report section (the frontier's comes first in the PDF).

@@ -23,6 +23,9 @@ NEEDED = {
                 "axis", "alpha", "r", "d2", "v2", "ufom_var"},
     "frontier": {"problem", "point", "label", "memory_class", "bias2", "bias2_se", "var_task", "var_est", "mse",
                  "mse_se", "calls", "seconds", "temp_bytes", "not_applicable"},
+    "equal_budget": {"problem", "estimator", "label", "seed", "budget", "calls", "seconds", "merit", "merit_name",
+                     "higher_is_better", "log_merit", "diverged", "total_budget", "c_max", "outer_step", "r",
+                     "not_applicable"},
 }
 
 
@@ -56,6 +59,7 @@ def test_report_pdf_holds_the_claims_and_every_figure(smoke):
     # section 1 is the frontier's, before the claims table; PZOBO's claim rows are in that table
     assert text.index("1 Which estimator to trust") < text.index("Which estimator on counterexample") < text.index(
         "Claims and verdicts") < text.index("MSE es / pzobo =")
+    assert "Equal-budget training" in text and "at equal function calls: counterexample" in text
 
 
 def test_exact_claims_hold_even_at_smoke_scale(smoke):

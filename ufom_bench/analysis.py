@@ -34,6 +34,8 @@ __all__ = [
     "Z95",
     "alpha_trend_z",
     "applicable",
+    "budget_curves",
+    "budget_final",
     "ci",
     "ci_half_width",
     "claim_row",
@@ -48,6 +50,7 @@ __all__ = [
     "format_pm",
     "frontier_recommendations",
     "growth_claim",
+    "holm",
     "identity_z",
     "mean_ci",
     "mse_ratio",
@@ -614,3 +617,110 @@ def recommendation_changes(rec: pd.DataFrame, base: str = "theta0") -> pd.DataFr
     a, b = merged["estimator"].fillna(""), merged[f"estimator_at_{base}"].fillna("")
     return merged.loc[a != b, ["point", *keys, f"estimator_at_{base}", "estimator", f"verdict_at_{base}",
                                "verdict"]].reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------------- equal-budget training
+#
+# Rows of the equal_budget experiment (simulations/equal_budget.py): one per (problem, estimator setting
+# ``label``, seed, evaluation point), with ``budget`` (the nominal calls of the point), ``calls`` (spent, at most
+# the budget), ``seconds`` (measured), ``merit`` (the problem's figure of merit), ``higher_is_better``,
+# ``log_merit`` (it spans decades) and ``diverged`` (refused steps so far); settings not defined on a problem
+# carry a ``not_applicable`` reason and no measurements.
+
+
+def _budget_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    need = {"problem", "label", "seed", "budget", "calls", "seconds", "merit", "diverged"}
+    if not need <= set(frame.columns):
+        raise UserError(f"not an equal_budget table: need columns {sorted(need)}, got {sorted(frame.columns)}")
+    rows = frame if "not_applicable" not in frame else frame[frame["not_applicable"].fillna("") == ""]
+    return rows[rows["budget"].notna()]
+
+
+def budget_curves(frame: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """The figure of merit against calls, per (problem, label, budget point) over seeds: median, 10% and 90%
+    quantiles, mean and its Student-t CI half-width at ``level`` (of log10 merit where ``log_merit``: a geometric
+    mean, ``mean`` then given back in merit units with the interval [mean_lo, mean_hi]), mean calls and mean
+    seconds, seeds, and diverged (refused steps so far, summed over seeds). Non-finite merits (a run that blew
+    up without being refused) are left out of the mean and counted in ``nonfinite``."""
+    _check_level(level)
+    out = []
+    for (problem, lab, b), g in _budget_rows(frame).groupby(["problem", "label", "budget"], sort=False):
+        v = g["merit"].to_numpy(np.float64)
+        log = bool(g["log_merit"].iloc[0]) if "log_merit" in g else False
+        ok = v[np.isfinite(v)]
+        m, h, n = mean_ci(np.log10(np.clip(ok, 1e-300, None)) if log else ok, level)
+        lo, hi = (m - h, m + h) if np.isfinite(h) else (np.nan, np.nan)
+        if log:
+            m, lo, hi = 10.0**m, 10.0**lo, 10.0**hi
+        q10, q50, q90 = (np.quantile(ok, q) if ok.size else np.nan for q in (0.1, 0.5, 0.9))
+        out.append({"problem": problem, "label": lab, "budget": int(b), "calls": g["calls"].mean(),
+                    "seconds": g["seconds"].mean(), "median": q50, "q10": q10, "q90": q90, "mean": m,
+                    "mean_lo": lo, "mean_hi": hi, "seeds": n, "nonfinite": int(v.size - ok.size),
+                    "diverged": int(g["diverged"].sum())})
+    return pd.DataFrame(out).sort_values(["problem", "label", "budget"], kind="stable").reset_index(drop=True)
+
+
+def holm(p: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error control over the comparisons; NaN kept)."""
+    p = np.asarray(p, np.float64)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    order = ok[np.argsort(p[ok], kind="stable")]
+    running = 0.0
+    for i, j in enumerate(order):
+        running = max(running, min(1.0, (order.size - i) * p[j]))
+        out[j] = running
+    return out
+
+
+def budget_final(frame: pd.DataFrame, level: float = 0.95, alpha: float = 0.05) -> pd.DataFrame:
+    """Per (problem, label): the figure of merit at the full budget, mean with Student-t CI over seeds (geometric
+    where ``log_merit``: the interval [lo, hi] in merit units), median, mean calls and seconds spent, refused steps
+    and non-finite runs; then a paired comparison against the best estimator of the problem (best mean; of
+    log10 merit where ``log_merit``): the mean paired difference label - best (in log10 units where log, so a
+    ratio 10^diff), its CI, the one-sided paired t test that the best is better (`paired_comparison`), its
+    Holm-adjusted p over the problem's comparisons (``p_holm``) and the verdict: "best", "worse" (p_holm <
+    ``alpha``) or "no significant difference". The best is picked on the same seeds, so the test is of "is this
+    one worse than the observed best", not a pre-registered comparison.
+    """
+    _check_level(level)
+    rows = _budget_rows(frame)
+    final = rows[rows["budget"] == rows.groupby("problem")["budget"].transform("max")].copy()
+    log = final["log_merit"].astype(bool) if "log_merit" in final else pd.Series(False, index=final.index)
+    final["score"] = np.where(log, np.log10(final["merit"].clip(lower=1e-300)), final["merit"])
+    final.loc[~np.isfinite(final["merit"]), "score"] = np.nan
+    out = []
+    for problem, g in final.groupby("problem", sort=False):
+        higher = bool(g["higher_is_better"].iloc[0]) if "higher_is_better" in g else False
+        is_log = bool(log.loc[g.index].iloc[0])
+        stats_ = {}
+        for lab, h in g.groupby("label", sort=False):
+            m, half, n = mean_ci(h["score"], level)
+            lo, hi = (m - half, m + half) if np.isfinite(half) else (np.nan, np.nan)
+            value = (10.0**m, 10.0**lo, 10.0**hi) if is_log else (m, lo, hi)
+            stats_[lab] = {"problem": problem, "label": lab, "estimator": h["estimator"].iloc[0] if "estimator" in h
+                           else lab, "merit_name": h["merit_name"].iloc[0] if "merit_name" in h else "merit",
+                           "mean": value[0], "lo": value[1], "hi": value[2], "median": h["merit"].median(),
+                           "score": m, "seeds": n, "nonfinite": int((~np.isfinite(h["merit"])).sum()),
+                           "calls": h["calls"].mean(), "seconds": h["seconds"].mean(),
+                           "diverged": int(h["diverged"].sum()), "budget": int(h["budget"].iloc[0]),
+                           "higher_is_better": higher}
+        scored = {k: v for k, v in stats_.items() if np.isfinite(v["score"])}
+        best = (max if higher else min)(scored, key=lambda k: scored[k]["score"]) if scored else None
+        for lab, row in stats_.items():
+            row["best"] = best
+            if best is None or lab == best:
+                row.update(diff=np.nan, diff_ci=np.nan, t=np.nan, p=np.nan, n_pairs=0)
+                continue
+            c = paired_comparison(g.assign(estimator=g["label"]), "score", best, lab, higher=higher, level=level)
+            row.update(diff=-c["mean"], diff_ci=c["ci"], t=c["t"], p=c["p"], n_pairs=c["n"])
+        labs = [k for k in stats_ if k != best]
+        adj = holm([stats_[k]["p"] for k in labs])
+        for k, pa in zip(labs, adj):
+            stats_[k]["p_holm"] = pa
+            stats_[k]["verdict"] = ("worse" if np.isfinite(pa) and pa < alpha else
+                                    "no significant difference" if np.isfinite(pa) else "untested")
+        if best is not None:
+            stats_[best].update(p_holm=np.nan, verdict="best")
+        out.extend(stats_.values())
+    return pd.DataFrame(out)
