@@ -42,7 +42,8 @@ EXPERIMENTS: dict[str, tuple[Callable[[str], list[dict]], Callable[[dict], pd.Da
 # compute their networks in float32 (explicit dtypes), but some of their random draws (few-shot's task
 # sampling, Adaptive UFOM's coin) and statistics follow JAX's default float; both have always run with x64
 # on and keep it, so their random streams and numbers stay as published (x64 off draws other tasks).
-# The frontier: its counterexample and quadratic are theory checks (float64); its mlp builds float32 arrays.
+# The frontier: its counterexample and quadratic are theory checks (float64); its networks (mlp, hypercleaning,
+# few-shot) build float32 arrays.
 X64 = {name: True for name in EXPERIMENTS}
 
 # What `ufom-bench report` runs: every experiment with a report section (the frontier's section comes with
