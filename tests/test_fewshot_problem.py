@@ -182,7 +182,7 @@ def _unrolled_head_meta_gradient(problem, theta, task, head="head"):
     return jax.grad(f)(theta)
 
 
-@pytest.mark.parametrize("model", ["conv4", "mlp"])
+@pytest.mark.parametrize("model", [pytest.param("conv4", marks=pytest.mark.slow), "mlp"])  # conv4: ~30 s compiling
 def test_head_only_inner_loop(model):
     """inner="head" (ANIL, PZOBO's setting): phi is the head alone, V(theta, T) = theta's head; exact and
     exact_me equal jax.grad of the unrolled loop (float64, relative 1e-10), whose b1 = dL_out/dtheta is not zero
