@@ -62,7 +62,8 @@ POINTS = ("theta0", "train_1", "train_2")
 HEAVY = ("mlp", "hypercleaning", "fewshot", "fewshot_head")
 R = 10
 # Monte Carlo sizes: task draws and keys per task on the sampled problems; keys per task on the problems with a
-# finite task set (exact over their tasks: more keys cost little there) and on hypercleaning (one task, a network);
+# finite task set (exact over their tasks: more keys cost little there; also the pair family's coins on
+# hypercleaning) and for hypercleaning's own-sample estimators (one task, a network);
 # timing repeats; the problems and points run; the networks' sizes.
 SCALES = {
     "smoke": dict(n_tasks=8, n_keys=4, n_keys_exact=64, n_keys_hc=4, repeats=1, problems=("counterexample",),
@@ -107,10 +108,11 @@ def settings(scale: str, problem: str, r: int) -> list[tuple[str, dict]]:
     """The (registered name, parameters) measured on ``problem`` (with r inner steps) at ``scale``.
 
     Checkpoints m in (2, ceil(sqrt r)) (one m when they coincide): stored states <= ceil(sqrt r), memory class
-    O(sqrt r). Reptile and the implicit estimators are kept where not defined (their row says why). On the
-    networks (``HEAVY``) below the paper scale: one setting per family (m = ceil(sqrt r); no adaptive_ufom, whose
-    first estimate is ufom(q_min)'s, forward_gradient or implicit_cg), since every setting costs two compilations
-    of a network's estimate (Monte Carlo and timing), seconds each on a CPU.
+    O(sqrt r). Reptile and the implicit estimators are kept where not defined (their row says why). Every setting
+    outside the pair family costs two compilations (Monte Carlo and timing), a pair setting one (timing), seconds
+    each on a CPU, so below the paper scale: no adaptive_ufom (its estimate from the initial state is
+    ufom(q_min)'s), ufom(q = 0.3), forward_gradient(8) or neumann(3); on the networks (``HEAVY``) one setting
+    per family (m = ceil(sqrt r); no forward_gradient, implicit_cg).
     """
     check_scale(scale)
     ms = sorted({2, math.ceil(math.sqrt(r))})
@@ -122,14 +124,16 @@ def settings(scale: str, problem: str, r: int) -> list[tuple[str, dict]]:
         return [("exact", {}), ("exact_me", {}), ("fom", {}), ("ufom", {"q": 0.1}), ("exact_ckpt", {"checkpoints": m}),
                 ("ufom", {"q": 0.1, "checkpoints": m}), ("reptile", {}), ("truncated", {"k": 1}),
                 ("pzobo", {"mu": 0.01, "n_dirs": 1}), ("es", {"mu": 0.01, "n_dirs": 1}), ("neumann", {"terms": 10})]
-    pair = [("exact", {}), ("exact_me", {}), ("fom", {}), ("ufom", {"q": 0.1}), ("ufom", {"q": 0.3}),
+    pair = [("exact", {}), ("exact_me", {}), ("fom", {}), ("ufom", {"q": 0.1}),
             *[("exact_ckpt", {"checkpoints": m}) for m in ms], *[("ufom", {"q": 0.1, "checkpoints": m}) for m in ms]]
+    if scale == "paper":
+        pair += [("ufom", {"q": 0.3}), ("adaptive_ufom", {}), ("forward_gradient", {"n_dirs": 8}),
+                 ("neumann", {"terms": 3})]
     return pair + [
-        ("adaptive_ufom", {}), ("reptile", {}), ("truncated", {"k": 1}), ("truncated", {"k": 3}),
-        ("pzobo", {"mu": 0.01, "n_dirs": 1}), ("pzobo", {"mu": 0.01, "n_dirs": 8}),
-        ("forward_gradient", {"n_dirs": 1}), ("forward_gradient", {"n_dirs": 8}),
+        ("reptile", {}), ("truncated", {"k": 1}), ("truncated", {"k": 3}),
+        ("pzobo", {"mu": 0.01, "n_dirs": 1}), ("pzobo", {"mu": 0.01, "n_dirs": 8}), ("forward_gradient", {"n_dirs": 1}),
         ("es", {"mu": 0.01, "n_dirs": 1}),  # es(Q) = forward_gradient(Q) where M is quadratic in theta: one Q here
-        ("implicit_cg", {"iters": 10}), ("neumann", {"terms": 3}), ("neumann", {"terms": 10}),
+        ("implicit_cg", {"iters": 10}), ("neumann", {"terms": 10}),
     ]
 
 
@@ -232,10 +236,11 @@ def cell_frontier(config: dict, ws: Workspace = WORKSPACE) -> pd.DataFrame:
     prob = e["problem"]
     theta, calls = ws.point(name, scale, point)
     if prob.tasks is None:
-        n_keys = s["n_keys"]
-    else:
-        n_keys = s["n_keys_hc"] if name == "hypercleaning" else s["n_keys_exact"]
+        n_keys = pair_keys = s["n_keys"]
+    else:  # hypercleaning's one task: its own-sample estimators get fewer keys, its (free) pair coins as many
+        n_keys, pair_keys = (s["n_keys_hc"] if name == "hypercleaning" else s["n_keys_exact"]), s["n_keys_exact"]
     rows = frontier.measure(prob, settings(scale, name, prob.r), theta, n_tasks=s["n_tasks"], n_keys=n_keys,
+                            pair_keys=pair_keys,
                             key=jax.random.PRNGKey(config["seed"]), repeats=s["repeats"], cache=e["cache"],
                             timing=point == "theta0")
     dim = sum(x.size for x in jax.tree_util.tree_leaves(prob.theta0))

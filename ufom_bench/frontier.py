@@ -163,7 +163,7 @@ def _row(name, params, r, m: montecarlo.EstimatorMoments) -> dict:
 
 def measure(problem, settings: Iterable[tuple[str, dict]], theta=None, *, n_tasks: int | None = None,
             n_keys: int = 4, key=None, method: str = "auto", timing: bool = True, repeats: int = 3, chunk_size: int = 256,
-            cache: dict | None = None) -> list[dict]:
+            cache: dict | None = None, pair_keys: int | None = None) -> list[dict]:
     """One row per (name, params) of ``settings``: Monte Carlo moments against the exact G at ``theta``
     (default theta0), counted and formula calls, memory class, and optionally seconds per estimate and XLA
     temp bytes. A setting not defined on the problem gives a row with ``not_applicable`` = the reason and NaN
@@ -178,6 +178,9 @@ def measure(problem, settings: Iterable[tuple[str, dict]], theta=None, *, n_task
       cache: a dict to pass again at every theta of the same problem (same shapes): it keeps each setting's
         estimator and compiled timing program, so the Monte Carlo and timing programs compile once per setting
         (jit's cache sees the same estimator) rather than once per theta.
+      pair_keys: coins per task for the pair family (default ``n_keys``): host arithmetic on the shared pairs, so
+        many cost nothing but memory (tasks x pair_keys x dim theta floats); with few tasks, ufom(q) needs
+        well over 1/q of them to see its exact branch.
     """
     if key is None:
         raise UserError("frontier.measure needs a PRNG key")
@@ -202,7 +205,8 @@ def measure(problem, settings: Iterable[tuple[str, dict]], theta=None, *, n_task
             if pair is None:
                 pair = montecarlo.gradient_samples(problem, theta, n_tasks, k_mc, method=method,
                                                    chunk_size=chunk_size)
-            samples = pair_estimator_samples(pair, name, params, problem.r, n_keys, jax.random.fold_in(k_xi, i))
+            samples = pair_estimator_samples(pair, name, params, problem.r, n_keys if pair_keys is None else pair_keys,
+                                             jax.random.fold_in(k_xi, i))
         else:
             samples = montecarlo.estimator_samples(problem, est, theta, n_tasks, n_keys, k_mc, method=method,
                                                    chunk_size=chunk_size)
