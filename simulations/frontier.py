@@ -31,10 +31,10 @@ Adam (``TRAIN``: learning rate and exact steps per problem), through `ufom_bench
 ``temp_bytes`` are measured at theta0 only (NaN at the training points): one estimate's compiled program, and
 what it does, is the same at every theta (no branch depends on theta), so the cost columns belong to the problem.
 
-Settings (``settings``): exact, exact_me, fom, ufom(q), adaptive_ufom, exact_ckpt(m) and ufom(q, checkpoints=m)
-for m = 2 and ceil(sqrt r) (memory class O(sqrt r), so every budget of the recommendation has candidates),
-truncated(k), reptile, pzobo, forward_gradient, es, implicit_cg, neumann; fewer on the networks (``HEAVY``),
-whose compilations dominate the time.
+Settings (``settings``): exact, exact_me, fom, ufom(q), exact_ckpt(m) and ufom(q, checkpoints=m) for m = 2 and
+ceil(sqrt r) (memory class O(sqrt r), so every budget of the recommendation has candidates), truncated(k),
+reptile, pzobo, forward_gradient, es, implicit_cg, neumann (and adaptive_ufom, more q, Q and terms at the paper
+scale); fewer on the networks (``HEAVY``) below the paper scale: compilations dominate the time there.
 
 Sharing across cells: `WORKSPACE` keeps each problem, its training snapshots and a `frontier.measure` cache
 (estimators and compiled timing programs) per (problem, scale), so the points of one problem compile nothing
