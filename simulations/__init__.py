@@ -45,7 +45,7 @@ EXPERIMENTS: dict[str, tuple[Callable[[str], list[dict]], Callable[[dict], pd.Da
 # sampling, Adaptive UFOM's coin) and statistics follow JAX's default float; both have always run with x64
 # on and keep it, so their random streams and numbers stay as published (x64 off draws other tasks).
 # The frontier and equal_budget: their counterexample and quadratic are theory checks (float64); their networks
-# build float32 arrays.
+# (mlp, hypercleaning, few-shot) build float32 arrays.
 X64 = {name: True for name in EXPERIMENTS}
 
 # What `ufom-bench report` runs: every experiment with a report section (the frontier's comes first in the PDF).

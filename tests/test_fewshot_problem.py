@@ -14,6 +14,7 @@ from ufom_bench import estimators
 from ufom_bench.data.fewshot import TaskSampler
 from ufom_bench.problem import inner_path
 from ufom_bench.problems.fewshot import conv4_apply, conv4_init, fewshot, mlp_apply, mlp_init, sinusoid
+from ufom_bench.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("x64")  # exactness checks in float64
 
@@ -129,6 +130,8 @@ def test_bad_arguments():
         fewshot(lambda key: None, m=2)
     with pytest.raises(ValueError, match="conv = 'fft'"):
         fewshot(s, m=2, conv="fft")
+    with pytest.raises(UserError, match="inner = 'body'"):
+        fewshot(s, m=2, inner="body")
 
 
 def _unrolled_meta_gradient(problem, theta, task):
@@ -165,3 +168,44 @@ def test_slices_conv_equals_xla_conv_and_unrolled_autodiff():
             r = problem.r
             extra = r * (r - 1) // 2 if est.name == "exact_me" else 0
             assert (int(info.grad_calls), int(info.hvp_calls)) == (2 * (r + 1 + extra), 2 * r), (conv, est.name)
+
+
+def _unrolled_head_meta_gradient(problem, theta, task, head="head"):
+    """jax.grad of L_out(theta, phi_r, T) through a Python-unrolled inner loop over the head only,
+    phi_0 = theta[head]: theta also enters every L_in and L_out directly (inner="head")."""
+    def f(th):
+        phi = th[head]
+        for alpha in np.asarray(problem.step_sizes):
+            g = jax.grad(problem.inner_loss, argnums=1)(th, phi, task)
+            phi = jax.tree_util.tree_map(lambda p, d: p - alpha * d, phi, g)
+        return problem.outer_loss(th, phi, task)
+    return jax.grad(f)(theta)
+
+
+@pytest.mark.parametrize("model", [pytest.param("conv4", marks=pytest.mark.slow), "mlp"])  # conv4: ~30 s compiling
+def test_head_only_inner_loop(model):
+    """inner="head" (ANIL, PZOBO's setting): phi is the head alone, V(theta, T) = theta's head; exact and
+    exact_me equal jax.grad of the unrolled loop (float64, relative 1e-10), whose b1 = dL_out/dtheta is not zero
+    (theta enters L_out directly), and the counts are Proposition 1's (r = 3); UFOM's exact branch (q = 1)
+    equals it too; FOM's estimate differs (it drops the mixed derivative); Reptile is not defined."""
+    kw = dict(m=2, k=1, r=3, alpha=0.4, filters=2, dtype=jnp.float64, hidden=(5,), model=model)
+    problem = fewshot(_tiny_sampler(), inner="head", **kw)
+    head = "head" if model == "conv4" else "out"
+    assert problem.name.endswith("-head/2w1s") and set(problem.theta0) == set(fewshot(_tiny_sampler(), **kw).theta0)
+    theta = problem.theta0
+    task = problem.sample_task(jax.random.PRNGKey(3))
+    phi0 = problem.init_inner(theta, task)
+    assert jax.tree_util.tree_structure(phi0) == jax.tree_util.tree_structure(theta[head])
+    b1 = jax.grad(problem.outer_loss)(theta, phi0, task)
+    assert float(jnp.linalg.norm(ravel_pytree({k: v for k, v in b1.items() if k != head})[0])) > 1e-3
+    want = ravel_pytree(_unrolled_head_meta_gradient(problem, theta, task, head))[0]
+    r, key = problem.r, jax.random.PRNGKey(0)
+    for est, extra in ((estimators.exact(), 0), (estimators.exact_me(), r * (r - 1) // 2),
+                       (estimators.ufom(q=1.0), r * (r - 1) // 2)):
+        g, info, _ = jax.jit(est.estimate)(problem, theta, task, key, ())
+        np.testing.assert_allclose(ravel_pytree(g)[0], want, rtol=1e-10, atol=1e-12)
+        assert (int(info.grad_calls), int(info.hvp_calls)) == (r + 1 + extra, r), est.name
+    g_fo, info, _ = jax.jit(estimators.fom().estimate)(problem, theta, task, key, ())
+    assert (int(info.grad_calls), int(info.hvp_calls)) == (r + 1, 0)
+    assert float(jnp.linalg.norm(ravel_pytree(g_fo)[0] - want)) > 1e-6 * float(jnp.linalg.norm(want))
+    assert "needs V(theta, T) = theta" in estimators.not_applicable(estimators.reptile(), problem)

@@ -9,13 +9,14 @@ import pytest
 
 from ufom_bench import simulations
 from ufom_bench.simulations import frontier as frontier_sim
+from ufom_bench import theory
 from ufom_bench.theory import zoo
 from ufom_bench import analysis, estimators, frontier, montecarlo, problems
 from ufom_bench.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("x64")  # the pair derivation is compared exactly, in float64
 
-COLUMNS = {"problem", "point", "estimator", "setting", "label", "bias2", "bias2_se", "var_task", "var_task_se",
+COLUMNS = {"problem", "point", "point_calls", "problem_name", "estimator", "setting", "label", "bias2", "bias2_se", "var_task", "var_task_se",
            "var_est", "var_est_se", "mse", "mse_se", "rel_mse", "sgd_error", "grad_calls", "hvp_calls", "calls",
            "theory_grad_calls", "theory_hvp_calls", "calls_formula", "memory_class", "temp_bytes", "seconds",
            "not_applicable", "r", "dim_theta", "n", "n_keys", "method"}
@@ -28,17 +29,80 @@ def smoke(tmp_path_factory):
 
 def test_smoke_through_the_sweep(smoke, tmp_path_factory):
     assert COLUMNS <= set(smoke.columns)
-    assert len(smoke) == len(frontier_sim.SETTINGS["smoke"]) * len(frontier_sim.SCALES["smoke"]["problems"])
+    s = frontier_sim.SCALES["smoke"]
+    n_settings = len(frontier_sim.settings("smoke", "counterexample", 10))
+    assert len(smoke) == n_settings * len(s["problems"]) * len(s["points"])
+    # one row per setting at every point; the training points are later in the run than theta0
+    assert sorted(smoke["point"].unique()) == sorted(s["points"]) == ["theta0", "train_1"]
+    calls = smoke.groupby("point")["point_calls"].agg(["min", "max"])
+    assert calls.loc["theta0", "max"] == 0 and calls.loc["train_1", "min"] > 0
     ok = smoke[smoke["not_applicable"] == ""]
     # counted calls equal the formula's (exact mode, deterministic counts; ufom's are averaged over its coins)
     det = ok[ok["estimator"] != "ufom"]
     np.testing.assert_array_equal(det["grad_calls"], det["theory_grad_calls"])
     np.testing.assert_array_equal(det["hvp_calls"], det["theory_hvp_calls"])
-    assert (ok["temp_bytes"] > 0).all() and (ok["seconds"] > 0).all()
+    at0 = ok[ok["point"] == "theta0"]
+    assert (at0["temp_bytes"] > 0).all() and (at0["seconds"] > 0).all()
+    assert ok[ok["point"] != "theta0"]["seconds"].isna().all()  # the cost is measured at theta0 only
     fom = ok[ok["estimator"] == "fom"].iloc[0]
     assert fom["var_est"] < 1e-20 and fom["bias2"] > 0 and fom["memory_class"] == "O(1)"  # 0 up to rounding
     na = smoke[smoke["estimator"] == "neumann"].iloc[0]  # theta enters the counterexample only through V
     assert "needs theta" in na["not_applicable"] and np.isnan(na["mse"])
+    # the checkpointed exact branch: O(sqrt r) memory (m = 2 <= ceil(sqrt 10)), exact_ckpt's exact count
+    ck = ok[ok["label"] == "exact_ckpt(checkpoints=2)"]
+    assert (ck["memory_class"] == "O(sqrt r)").all() and (ck["grad_calls"] == 1 + theory.forward_steps(11, 2)).all()
+    assert (ok[ok["label"] == "ufom(checkpoints=2, q=0.1)"]["memory_class"] == "O(sqrt r)").all()
+
+
+def test_frontier_points_and_problems_are_checked():
+    with pytest.raises(UserError, match="'train_9'"):
+        frontier_sim.cell_frontier({"scale": "smoke", "problem": "quadratic", "point": "train_9", "seed": 0},
+                                   frontier_sim.Workspace())
+    with pytest.raises(UserError, match="'cifar'"):
+        frontier_sim.build("cifar", "smoke")
+    # every scale's settings give all three memory budgets on r = 10 (the recommendation's O(1), O(sqrt r), O(r))
+    for scale in ("default", "paper"):
+        for name in frontier_sim.PROBLEMS:
+            classes = {zoo.memory_class(zoo.stored_states(n, 10, **p), 10)
+                       for n, p in frontier_sim.settings(scale, name, 10)}
+            assert classes == set(zoo.MEMORY_CLASSES), (scale, name)
+
+
+@pytest.mark.parametrize("name", ["hypercleaning", "fewshot", "fewshot_head"])
+def test_new_problems_build(name):
+    """The new frontier problems at the smoke scale: hypercleaning (one task, theta = example weights), few-shot
+    (MAML: V = theta) and few-shot with the head-only inner loop (V = theta's head, phi smaller than theta)."""
+    prob = frontier_sim.build(name, "smoke")
+    theta_dim = sum(x.size for x in jax.tree_util.tree_leaves(prob.theta0))
+    task = prob.sample_task(jax.random.PRNGKey(0))
+    phi_dim = sum(x.size for x in jax.tree_util.tree_leaves(prob.init_inner(prob.theta0, task)))
+    if name == "hypercleaning":
+        assert prob.num_tasks == 1 and theta_dim == frontier_sim.SCALES["smoke"]["hypercleaning"]["n_train"]
+    elif name == "fewshot":
+        assert prob.tasks is None and phi_dim == theta_dim
+    else:
+        assert prob.tasks is None and phi_dim == 16 * 3 + 3 < theta_dim and prob.name.endswith("mlp-head/3w1s")
+    assert prob.r == frontier_sim.SCALES["smoke"][name.split("_")[0]]["r"]
+
+
+def test_smoke_cell_on_fewshot_head():
+    """One smoke cell on the head-only few-shot problem, at a training point: reptile is not defined there
+    (V != theta) and keeps its row; the estimators' counts are the formulas' (pzobo exactly; the pair family's
+    exact counts from the coins); the training point moved theta."""
+    ws = frontier_sim.Workspace()
+    cfg = {"scale": "smoke", "problem": "fewshot_head", "point": "train_1", "seed": 0}
+    rows = frontier_sim.cell_frontier(cfg, ws)
+    assert list(rows["label"]) == [frontier.label(n, p) for n, p in frontier_sim.settings("smoke", "fewshot_head", 3)]
+    assert (rows["point_calls"] > 0).all() and (rows["r"] == 3).all()
+    ok = rows[rows["not_applicable"] == ""]
+    assert len(ok) == len(rows)  # neumann is defined here: theta enters dL_in/dphi
+    det = ok[~ok["estimator"].isin(["ufom"])]
+    np.testing.assert_array_equal(det["grad_calls"], det["theory_grad_calls"])
+    np.testing.assert_array_equal(det["hvp_calls"], det["theory_hvp_calls"])
+    theta, _ = ws.point("fewshot_head", "smoke", "train_1")
+    moved = jax.tree_util.tree_map(lambda a, b: float(jnp.max(jnp.abs(a - b))), theta, ws.entry("fewshot_head", "smoke")["problem"].theta0)
+    assert max(jax.tree_util.tree_leaves(moved)) > 0
+    assert np.isfinite(ok["rel_mse"]).all() and ok["seconds"].isna().all()  # timed at theta0 only
 
 
 def test_pair_derivation_equals_the_estimators():
@@ -52,6 +116,49 @@ def test_pair_derivation_equals_the_estimators():
         np.testing.assert_allclose(derived.est, np.asarray(own.est), rtol=1e-12, atol=1e-12)
         np.testing.assert_array_equal(derived.grad_calls, np.asarray(own.grad_calls))
         np.testing.assert_array_equal(derived.hvp_calls, np.asarray(own.hvp_calls))
+
+
+def test_pair_derived_checkpointed_counts_are_exact():
+    """exact_ckpt(m) and ufom(q, checkpoints=m) from the shared pairs: G itself (equal to exact_ckpt's own estimate
+    up to rounding, float64) with exact_ckpt's counts 1 + t(r + 1, m) grads and r HVPs; ufom's count per coin is
+    r + 1 grads (xi = 0) or exact_ckpt's (xi = 1), exactly what the estimator's own counters give per coin, and its
+    estimate is G_FO + (xi / q)(G - G_FO) with xi read from the counts."""
+    prob = problems.counterexample(r=6)
+    r, key = prob.r, jax.random.PRNGKey(0)
+    pair = montecarlo.gradient_samples(prob, prob.theta0)
+    for m in (2, 3):
+        want = (1 + theory.forward_steps(r + 1, m), r)
+        derived = frontier.pair_estimator_samples(pair, "exact_ckpt", {"checkpoints": m}, r, 2, key)
+        own = montecarlo.estimator_samples(prob, estimators.exact_ckpt(m), n_keys=2, key=key)
+        np.testing.assert_allclose(derived.est, np.asarray(own.est), rtol=1e-12, atol=1e-14)
+        assert (derived.grad_calls == want[0]).all() and (derived.hvp_calls == want[1]).all()
+        assert (np.asarray(own.grad_calls) == want[0]).all() and (np.asarray(own.hvp_calls) == want[1]).all()
+        assert zoo.calls("exact_ckpt", r, checkpoints=m) == want
+        q = 0.4
+        d = frontier.pair_estimator_samples(pair, "ufom", {"q": q, "checkpoints": m}, r, 64, key)
+        xi = d.hvp_calls == r
+        assert 0 < xi.mean() < 1 and ((d.hvp_calls == 0) | xi).all()
+        np.testing.assert_array_equal(d.grad_calls, np.where(xi, want[0], r + 1))
+        g_fo, g = np.asarray(pair.g_fo)[:, None, :], np.asarray(pair.g)[:, None, :]
+        np.testing.assert_allclose(d.est, g_fo + (xi / q)[..., None] * (g - g_fo), rtol=1e-12, atol=1e-14)
+        # the estimator's own counters, per coin, are the same branch counts
+        est = jax.jit(estimators.ufom(q=q, checkpoints=m).estimate)
+        task = prob.sample_task(key)
+        seen = set()
+        for i in range(12):
+            _, info, _ = est(prob, prob.theta0, task, jax.random.PRNGKey(i), ())
+            branch = theory.checkpointing.branch_calls(r, m, bool(info.exact))
+            assert (int(info.grad_calls), int(info.hvp_calls)) == branch
+            seen.add(bool(info.exact))
+        assert seen == {True, False}
+        # the expected count is Proposition 1's form with exact_ckpt's branch, and the memory class O(sqrt r) at m = 2
+        assert zoo.calls("ufom", r, q=q, checkpoints=m) == pytest.approx(
+            ((1 - q) * (r + 1) + q * want[0], q * r), rel=1e-15)
+    assert zoo.memory_class(zoo.stored_states("ufom", 10, q=0.1, checkpoints=4), 10) == "O(sqrt r)"
+    assert zoo.memory_class(zoo.stored_states("ufom", 10, q=0.1, checkpoints=5), 10) == "O(r)"
+    assert zoo.stored_states("ufom", 10, q=0.1) == 1 and zoo.calls("ufom", 10, q=0.1, checkpoints=1) == zoo.calls(
+        "ufom", 10, q=0.1)  # m = 1 is Algorithm 4's recomputation
+    assert zoo.calls_text("ufom", checkpoints=2) == "r + 1 + q (-r + t(r + 1, Min(m, r))) grads + q r HVPs"
 
 
 def test_pair_derived_ufom_variance_is_lemma_1():

@@ -6,10 +6,13 @@ temporary bytes of one jitted estimate and the seconds of that compiled program 
 over rounds, compilation excluded), both from one compilation (`cost_of_estimate`).
 
 Sharing (the issue's "reuse per-task samples where the mathematics allows"): the UFOM family is measured from
-one set of pairs (G_FO, G) per task (`montecarlo.gradient_samples`): fom's estimate is G_FO, exact's and
-exact_me's is G, and ufom(q)'s given its coin xi ~ Bernoulli(q) is G_FO + (xi / q)(G - G_FO) (Algorithm 4),
-so every q costs host arithmetic only. Every other estimator draws its own (task, key) samples beside the
-exact G (`montecarlo.estimator_samples`), all of them on the same task draws (the same key).
+one set of pairs (G_FO, G) per task (`montecarlo.gradient_samples`): fom's estimate is G_FO, exact's, exact_me's
+and exact_ckpt(m)'s is G, and ufom(q)'s and ufom(q, checkpoints=m)'s given its coin xi ~ Bernoulli(q) is
+G_FO + (xi / q)(G - G_FO) (Algorithm 4), so every q and m costs host arithmetic only; only the counts differ
+(m changes how the exact branch reaches G, not G: exact_me and exact_ckpt equal Algorithm 2 up to rounding).
+Every other estimator draws its own (task, key) samples beside the exact G (`montecarlo.estimator_samples`),
+all of them on the same task draws (the same key). A ``cache`` dict passed to `measure` at every theta of one
+problem keeps the estimators and the compiled timing programs, so a second theta compiles nothing.
 
     from ufom_bench import frontier, problems
     rows = frontier.measure(problems.quadratic(), [("fom", {}), ("ufom", {"q": 0.1}), ("pzobo", {"n_dirs": 4})],
@@ -36,7 +39,7 @@ from ufom_bench.errors import UserError
 __all__ = ["PAIR_FAMILY", "Comparison", "compare", "label", "measure", "pair_estimator_samples", "temp_bytes", "estimate_fn", "cost_of_estimate"]
 
 # Estimators whose samples follow from the pair (G_FO, G) of each task (Algorithm 4's branches).
-PAIR_FAMILY = ("exact", "exact_me", "fom", "ufom")
+PAIR_FAMILY = ("exact", "exact_me", "exact_ckpt", "fom", "ufom")
 
 
 def label(name: str, params: dict) -> str:
@@ -77,11 +80,19 @@ def cost_of_estimate(problem, estimator, theta=None, task=None, repeats: int = 3
     those keys sample it; the result is the minimum over ``repeats`` rounds, after one untimed round
     (compilation excluded). The task defaults to the one drawn with PRNGKey(0).
     """
+    return _cost(problem, estimator, theta, task, repeats, key, n_keys)[:2]
+
+
+def _cost(problem, estimator, theta, task, repeats, key, n_keys, program=None) -> tuple[int, float, tuple]:
+    """`cost_of_estimate`, optionally with ``program`` = (compiled, stats) of an earlier compilation of the same
+    estimate on arguments of the same shapes (another theta); returns (temp bytes, seconds, program)."""
     if int(repeats) < 1 or int(n_keys) < 1:
         raise UserError(f"repeats and n_keys must be >= 1, got repeats = {repeats!r}, n_keys = {n_keys!r}")
     problem, theta, task, key, state = _args(problem, estimator, theta, task, key)
     keys = [jax.random.fold_in(key, i) for i in range(int(n_keys))]
-    compiled, stats = memory.compiled_stats(estimate_fn(estimator), problem, theta, task, keys[0], state)
+    if program is None:
+        program = memory.compiled_stats(estimate_fn(estimator), problem, theta, task, keys[0], state)
+    compiled, stats = program
 
     def one_round():
         for k in keys:
@@ -93,16 +104,19 @@ def cost_of_estimate(problem, estimator, theta=None, task=None, repeats: int = 3
         t = time.perf_counter()
         one_round()
         best = min(best, (time.perf_counter() - t) / len(keys))
-    return stats["temp_bytes"], best
+    return stats["temp_bytes"], best, program
 
 
 def pair_estimator_samples(pair: montecarlo.Samples, name: str, params: dict, r: int, n_keys: int,
                            key) -> montecarlo.EstimatorSamples:
-    """`EstimatorSamples` of fom, exact, exact_me or ufom(q) derived from the pairs (G_FO, G) of each task.
+    """`EstimatorSamples` of fom, exact, exact_me, exact_ckpt(m), ufom(q) or ufom(q, checkpoints=m) derived from
+    the pairs (G_FO, G) of each task.
 
     ufom(q): est = G_FO + (xi / q)(G - G_FO), xi ~ Bernoulli(q) per (task, key) from ``key``; its calls are
     Algorithm 4's branch counts given xi (`theory.branch_calls`, Proposition 1, checked against the counters
-    by the estimator tests). fom, exact, exact_me: deterministic, their counts from `theory.zoo`.
+    by the estimator tests); with ``checkpoints`` = m the exact branch is exact_ckpt(m)'s
+    (`theory.checkpointing.branch_calls`: r + 1 grads when xi = 0, 1 + t(r + 1, m) grads and r HVPs when xi = 1).
+    fom, exact, exact_me, exact_ckpt(m): deterministic, their counts from `theory.zoo`.
     """
     g_fo, g = np.asarray(pair.g_fo, np.float64), np.asarray(pair.g, np.float64)
     m = g.shape[0]
@@ -110,10 +124,14 @@ def pair_estimator_samples(pair: montecarlo.Samples, name: str, params: dict, r:
         q = float(params.get("q", zoo.DEFAULTS["ufom"]["q"]))
         xi = np.asarray(jax.random.bernoulli(key, q, (m, n_keys)), np.float64)
         est = g_fo[:, None, :] + (xi / q)[..., None] * (g - g_fo)[:, None, :]
-        grads, hvps = (np.asarray(c, np.float64) for c in theory.branch_calls(r, xi))
-    elif name in ("exact", "exact_me", "fom"):
+        if params.get("checkpoints") is None:
+            grads, hvps = (np.asarray(c, np.float64) for c in theory.branch_calls(r, xi))
+        else:
+            branch = lambda x: theory.checkpointing.branch_calls(r, params["checkpoints"], x)
+            grads, hvps = (np.vectorize(lambda x, i=i: branch(x)[i], otypes=[np.float64])(xi) for i in (0, 1))
+    elif name in ("exact", "exact_me", "exact_ckpt", "fom"):
         est = np.repeat((g_fo if name == "fom" else g)[:, None, :], n_keys, 1)
-        grads, hvps = (np.full((m, n_keys), c) for c in zoo.calls(name, r))
+        grads, hvps = (np.full((m, n_keys), c) for c in zoo.calls(name, r, **params))
     else:
         raise UserError(f"{name!r} is not derived from the pair; choose one of {', '.join(PAIR_FAMILY)}")
     return montecarlo.EstimatorSamples(g, est, grads, hvps, np.asarray(pair.weight), np.asarray(pair.finite),
@@ -136,7 +154,7 @@ def _row(name, params, r, m: montecarlo.EstimatorMoments) -> dict:
         "meta_grad_sq": g2,
         "grad_calls": m.grad_calls, "hvp_calls": m.hvp_calls, "calls": m.grad_calls + m.hvp_calls,
         "calls_se": float(np.hypot(m.grad_calls_se, m.hvp_calls_se)),
-        "theory_grad_calls": theory_grads, "theory_hvp_calls": theory_hvps, "calls_formula": zoo.calls_text(name),
+        "theory_grad_calls": theory_grads, "theory_hvp_calls": theory_hvps, "calls_formula": zoo.calls_text(name, **params),
         "stored_states": zoo.stored_states(name, r, **params),
         "memory_class": zoo.memory_class(zoo.stored_states(name, r, **params), r),
         "n": m.n, "n_keys": m.n_keys, "n_diverged": m.n_diverged, "method": m.method, "not_applicable": "",
@@ -144,7 +162,8 @@ def _row(name, params, r, m: montecarlo.EstimatorMoments) -> dict:
 
 
 def measure(problem, settings: Iterable[tuple[str, dict]], theta=None, *, n_tasks: int | None = None,
-            n_keys: int = 4, key=None, method: str = "auto", timing: bool = True, repeats: int = 3, chunk_size: int = 256) -> list[dict]:
+            n_keys: int = 4, key=None, method: str = "auto", timing: bool = True, repeats: int = 3, chunk_size: int = 256,
+            cache: dict | None = None, pair_keys: int | None = None) -> list[dict]:
     """One row per (name, params) of ``settings``: Monte Carlo moments against the exact G at ``theta``
     (default theta0), counted and formula calls, memory class, and optionally seconds per estimate and XLA
     temp bytes. A setting not defined on the problem gives a row with ``not_applicable`` = the reason and NaN
@@ -156,6 +175,12 @@ def measure(problem, settings: Iterable[tuple[str, dict]], theta=None, *, n_task
       key: PRNG key; every estimator outside the pair family sees the same task draws.
       method, chunk_size: as in `montecarlo.estimator_samples`.
       timing: measure ``temp_bytes`` and ``seconds`` (`cost_of_estimate`, ``repeats`` rounds).
+      cache: a dict to pass again at every theta of the same problem (same shapes): it keeps each setting's
+        estimator and compiled timing program, so the Monte Carlo and timing programs compile once per setting
+        (jit's cache sees the same estimator) rather than once per theta.
+      pair_keys: coins per task for the pair family (default ``n_keys``): host arithmetic on the shared pairs, so
+        many cost nothing but memory (tasks x pair_keys x dim theta floats); with few tasks, ufom(q) needs
+        well over 1/q of them to see its exact branch.
     """
     if key is None:
         raise UserError("frontier.measure needs a PRNG key")
@@ -164,25 +189,31 @@ def measure(problem, settings: Iterable[tuple[str, dict]], theta=None, *, n_task
     k_mc, k_xi = jax.random.split(key)
     pair = None
     rows = []
+    cache = {} if cache is None else cache
     for i, (name, params) in enumerate(settings):
-        est = estimators.get(name, **params)
+        lab = label(name, params)
+        if ("estimator", lab) not in cache:
+            cache["estimator", lab] = estimators.get(name, **params)
+        est = cache["estimator", lab]
         reason = estimators.not_applicable(est, problem, theta)
         if reason is not None:
             rows.append({"estimator": name, "setting": json.dumps(params, sort_keys=True),
-                         "label": label(name, params), "calls_formula": zoo.calls_text(name),
+                         "label": label(name, params), "calls_formula": zoo.calls_text(name, **params),
                          "not_applicable": reason})
             continue
         if name in PAIR_FAMILY:
             if pair is None:
                 pair = montecarlo.gradient_samples(problem, theta, n_tasks, k_mc, method=method,
                                                    chunk_size=chunk_size)
-            samples = pair_estimator_samples(pair, name, params, problem.r, n_keys, jax.random.fold_in(k_xi, i))
+            samples = pair_estimator_samples(pair, name, params, problem.r, n_keys if pair_keys is None else pair_keys,
+                                             jax.random.fold_in(k_xi, i))
         else:
             samples = montecarlo.estimator_samples(problem, est, theta, n_tasks, n_keys, k_mc, method=method,
                                                    chunk_size=chunk_size)
         row = _row(name, params, problem.r, montecarlo.estimator_moments_of(samples))
         if timing:
-            row["temp_bytes"], row["seconds"] = cost_of_estimate(problem, est, theta, repeats=repeats)
+            row["temp_bytes"], row["seconds"], cache["program", lab] = _cost(
+                problem, est, theta, None, repeats, None, 10, cache.get(("program", lab)))
         rows.append(row)
     return rows
 

@@ -3,6 +3,7 @@ closed forms, and the real-data ones: hypercleaning (Section 5.2) and few-shot m
 ``fewshot`` on image task samplers, ``sinusoid`` regression)."""
 
 from ufom_bench.problems.fewshot import (
+    INNERS,
     NORMS,
     accuracy,
     conv4_apply,
@@ -62,6 +63,7 @@ __all__ = [
     "cross_entropy",
     "accuracy",
     "NORMS",
+    "INNERS",
     # MAML-style MLP regression (the benchmarks' and the frontier's neural-network problem)
     "mlp_regression",
     "HypercleaningTask",

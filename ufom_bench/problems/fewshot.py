@@ -11,6 +11,17 @@ The loss is the cross-entropy for m-way classification and the squared error for
 L_in and L_out do not depend on theta directly, so in eq. (6) b1 = 0 and the whole gradient flows through
 V: FOM is MAML's first-order approximation (the query gradient at phi_r), the exact gradient is MAML's.
 
+``inner="head"`` (ANIL, Raghu et al. 2020; the meta-learning setting of PZOBO, Sow et al. 2022): phi is only
+the linear head h = (w, b), theta the whole network (feature extractor f_theta and the head's start):
+
+    V(theta, T)          = theta's head
+    L_in(theta, phi, T)  = mean loss of the head phi on the features f_theta(support set)
+    L_out(theta, phi, T) = mean loss of the head phi on the features f_theta(query set)
+
+theta enters L_in and L_out directly, so in eq. (6) b1 = dL_out/dtheta != 0 and the mixed derivative
+d2 L_in / dtheta dphi carries the features' part of the gradient; the inner problem is a convex logistic
+regression in phi.
+
 Models (pure functions of a parameter dict):
 - ``"conv4"``: MAML's Omniglot network. Four blocks of [3x3 convolution, stride 2, ``filters`` channels,
   SAME padding, no bias] -> normalisation with a learned per-channel scale and offset -> ReLU; then a dense
@@ -56,16 +67,20 @@ __all__ = [
     "sinusoid",
     "conv4_init",
     "conv4_apply",
+    "conv4_features",
     "conv_s2_same",
     "mlp_init",
     "mlp_apply",
+    "mlp_features",
     "cross_entropy",
     "accuracy",
     "NORMS",
+    "INNERS",
 ]
 
 NORMS = ("batch", "layer", "none")
 CONVS = ("slices", "xla")
+INNERS = ("all", "head")
 _EPS = 1e-5
 
 
@@ -137,17 +152,25 @@ def conv_s2_same(x: jax.Array, w: jax.Array, conv: str = "slices") -> jax.Array:
     return jnp.einsum("nhwk,kf->nhwf", jnp.concatenate(windows, axis=-1), w.reshape(kh * kw * c, f))
 
 
-def conv4_apply(params: dict, x: jax.Array, norm: str = "batch", conv: str = "slices") -> jax.Array:
-    """Logits [n, n_out] of a batch x [n, H, W, channels] (NHWC). With norm="batch" the statistics are the
-    batch's own (so call it on one task's support set or query set, not on both at once). ``conv``: how the
-    convolutions are computed (`conv_s2_same`)."""
+def conv4_features(params: dict, x: jax.Array, norm: str = "batch", conv: str = "slices") -> jax.Array:
+    """The flattened features [n, features] of conv4's blocks (everything but the head) on x [n, H, W, channels]."""
     n_blocks = len(params) - 1
     x = x.astype(params["head"]["w"].dtype)
     for i in range(n_blocks):
         block = params[f"block{i}"]
         x = jax.nn.relu(_normalise(conv_s2_same(x, block["w"], conv), block, norm))
-    x = x.reshape((x.shape[0], -1))
-    return x @ params["head"]["w"] + params["head"]["b"]
+    return x.reshape((x.shape[0], -1))
+
+
+def conv4_apply(params: dict, x: jax.Array, norm: str = "batch", conv: str = "slices") -> jax.Array:
+    """Logits [n, n_out] of a batch x [n, H, W, channels] (NHWC). With norm="batch" the statistics are the
+    batch's own (so call it on one task's support set or query set, not on both at once). ``conv``: how the
+    convolutions are computed (`conv_s2_same`)."""
+    return _linear(params["head"], conv4_features(params, x, norm, conv))
+
+
+def _linear(layer: dict, x: jax.Array) -> jax.Array:
+    return x @ layer["w"] + layer["b"]
 
 
 def mlp_init(seed: int, n_in: int, n_out: int, hidden: Sequence[int] = (40, 40), dtype=jnp.float32) -> dict:
@@ -162,13 +185,18 @@ def mlp_init(seed: int, n_in: int, n_out: int, hidden: Sequence[int] = (40, 40),
     return jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), params)
 
 
-def mlp_apply(params: dict, x: jax.Array) -> jax.Array:
-    """Outputs [n, n_out] of the ReLU MLP on x [n, ...] (flattened to [n, features])."""
+def mlp_features(params: dict, x: jax.Array) -> jax.Array:
+    """The last hidden layer [n, width] of the ReLU MLP (everything but the "out" layer) on x [n, ...]."""
     x = x.reshape((x.shape[0], -1))
     n_hidden = len(params) - 1
     for i in range(n_hidden):
         x = jax.nn.relu(x @ params[f"dense{i}"]["w"] + params[f"dense{i}"]["b"])
-    return x @ params["out"]["w"] + params["out"]["b"]
+    return x
+
+
+def mlp_apply(params: dict, x: jax.Array) -> jax.Array:
+    """Outputs [n, n_out] of the ReLU MLP on x [n, ...] (flattened to [n, features])."""
+    return _linear(params["out"], mlp_features(params, x))
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -227,10 +255,36 @@ def _make_problem(apply, loss, sample_task, theta0, step_sizes, dt, name) -> Pro
                    step_sizes=step_sizes, theta0=theta0, name=name)
 
 
+def _make_head_problem(features, head: str, loss, sample_task, theta0, step_sizes, dt, name) -> Problem:
+    """inner="head" (ANIL; PZOBO's meta-learning setting): phi = theta[head] only, adapted on features(theta, x).
+
+    V(theta, T) = theta[head]; L_in(theta, phi, T) = loss(features(theta, support) phi); L_out the same on the
+    query set. theta enters L_in and L_out directly (through the features): in eq. (6) b1 != 0 and the mixed
+    derivative d2 L_in / dtheta dphi is that of the features.
+    """
+
+    def net_loss(theta, phi, x, y):
+        return loss(_linear(phi, features(theta, x.astype(dt))), y)
+
+    def inner_loss(theta, phi, task):
+        return net_loss(theta, phi, task.support_x, task.support_y)
+
+    def outer_loss(theta, phi, task):
+        return net_loss(theta, phi, task.query_x, task.query_y)
+
+    def init_inner(theta, task):
+        del task
+        return theta[head]
+
+    return Problem(inner_loss=inner_loss, outer_loss=outer_loss, init_inner=init_inner, sample_task=sample_task,
+                   step_sizes=step_sizes, theta0=theta0, name=name)
+
+
 def fewshot(sampler: TaskSampler, model: str = "conv4", m: int = 5, k: int = 1, k_query: int = 1, r: int = 10,
             alpha=0.4, seed: int = 0, dtype=None, *, filters: int = 64, norm: str = "batch", conv: str = "slices",
-            hidden: Sequence[int] = (40, 40)) -> Problem:
-    """m-way k-shot classification as ABLO (MAML; Section 5.3): V = theta, L_in/L_out = mean CE on support/query.
+            hidden: Sequence[int] = (40, 40), inner: str = "all") -> Problem:
+    """m-way k-shot classification as ABLO (MAML; Section 5.3): V = theta, L_in/L_out = mean CE on support/query;
+    or, with ``inner="head"``, only the linear head adapts (ANIL; PZOBO's meta-learning experiment).
 
     Args:
       sampler: a `data.fewshot.TaskSampler` (glyphs, omniglot, cifar_fs split). Its images are closed over
@@ -246,6 +300,11 @@ def fewshot(sampler: TaskSampler, model: str = "conv4", m: int = 5, k: int = 1, 
       norm: ``"batch"`` (transductive, default), ``"layer"`` (per example) or ``"none"``: module docstring.
       conv: ``"slices"`` (default) or ``"xla"``: how conv4's convolutions are computed (`conv_s2_same`).
       hidden: widths of the MLP's hidden layers (model="mlp").
+      inner: ``"all"`` (default, MAML): phi is the whole network, V(theta, T) = theta. ``"head"`` (ANIL-like,
+        PZOBO's setting): theta is the whole network (feature extractor and the head's initialisation), phi
+        only the linear head (conv4's "head", the MLP's "out" layer) with V(theta, T) = theta's head;
+        L_in(theta, phi, T) = mean CE of phi on the features theta computes for the support set (L_out: query
+        set), so theta enters L_in and L_out directly (module docstring).
 
     The meta-batch size is not part of the problem (a Problem describes one task distribution): pass it to
     `ufom_bench.estimators.meta_batch`.
@@ -261,6 +320,8 @@ def fewshot(sampler: TaskSampler, model: str = "conv4", m: int = 5, k: int = 1, 
     _check_norm(norm)
     if conv not in CONVS:
         raise UserError(f"conv must be one of {CONVS}, got conv = {conv!r}")
+    if inner not in INNERS:
+        raise UserError(f"inner must be one of {INNERS}, got inner = {inner!r}")
     dt = resolve_dtype(dtype)
     sample_task = sampler.task_fn(m, k, k_query)  # validates m, k, k_query against the split
     in_shape = sampler.image_shape
@@ -270,14 +331,21 @@ def fewshot(sampler: TaskSampler, model: str = "conv4", m: int = 5, k: int = 1, 
         def apply(params, x):
             return conv4_apply(params, x, norm, conv)
 
-        label = f"conv4-{norm}"
+        def features(params, x):
+            return conv4_features(params, x, norm, conv)
+
+        label, head = f"conv4-{norm}", "head"
     elif model == "mlp":
         theta0 = mlp_init(seed, int(np.prod(in_shape)), m, hidden, dt)
-        apply, label = mlp_apply, "mlp"
+        apply, features, label, head = mlp_apply, mlp_features, "mlp", "out"
     else:
         raise UserError(f"model must be 'conv4' or 'mlp', got model = {model!r}")
+    alphas = _step_sizes(alpha, r, dt)
+    if inner == "head":
+        name = f"fewshot/{sampler.name or 'sampler'}/{label}-head/{m}w{k}s"
+        return _make_head_problem(features, head, cross_entropy, sample_task, theta0, alphas, dt, name)
     name = f"fewshot/{sampler.name or 'sampler'}/{label}/{m}w{k}s"
-    return _make_problem(apply, cross_entropy, sample_task, theta0, _step_sizes(alpha, r, dt), dt, name)
+    return _make_problem(apply, cross_entropy, sample_task, theta0, alphas, dt, name)
 
 
 def sinusoid(k: int = 10, k_query: int | None = None, r: int = 10, alpha=0.01, seed: int = 0, dtype=None, *,
