@@ -7,7 +7,7 @@ from typing import Callable
 
 import pandas as pd
 
-from ufom_bench.simulations import claims, fewshot, frontier, hypercleaning, synthetic
+from ufom_bench.simulations import checkpointing, claims, fewshot, frontier, hypercleaning, synthetic
 from ufom_bench.errors import UserError
 
 SCALES = tuple(synthetic.SCALES)
@@ -34,6 +34,8 @@ EXPERIMENTS: dict[str, tuple[Callable[[str], list[dict]], Callable[[dict], pd.Da
                 "Table 2: few-shot classification, exact_me / FOM / Reptile / Adaptive UFOM at equal calls; D^2, V^2"),
     "frontier": (frontier.configs, frontier.cell_frontier,
                  "Frontier: bias^2, variance, MSE, calls, seconds and temp bytes of every estimator per problem"),
+    "checkpointing": (checkpointing.configs, checkpointing.cell_checkpointing,
+                      "Checkpointed exact branch: calls, seconds, temp bytes and q*(m) against m; UFOM(q*(m), m) at equal calls"),
 }
 
 
@@ -43,6 +45,8 @@ EXPERIMENTS: dict[str, tuple[Callable[[str], list[dict]], Callable[[dict], pd.Da
 # sampling, Adaptive UFOM's coin) and statistics follow JAX's default float; both have always run with x64
 # on and keep it, so their random streams and numbers stay as published (x64 off draws other tasks).
 # The frontier: its counterexample and quadratic are theory checks (float64); its mlp builds float32 arrays.
+# Checkpointing: its synthetic problem computes in float64 (Figure 1f's), its mlp and few-shot problems build
+# float32 arrays.
 X64 = {name: True for name in EXPERIMENTS}
 
 # What `ufom-bench report` runs: every experiment with a report section (the frontier's section comes with
