@@ -1,5 +1,5 @@
-"""The PDF report: provenance, claims table, theory section, Figure 1 (a)-(f), the r extension, and the
-hypercleaning (Table 1) and few-shot (Table 2) sections.
+"""The PDF report: provenance, claims table, theory section, Figure 1 (a)-(f), the r extension, the
+hypercleaning (Table 1) and few-shot (Table 2) sections, and the checkpointed exact branch (beyond the paper).
 
 The report reads tables: the experiments' results, the statistics of `ufom_bench.analysis`, and the few
 settings the tables do not carry (``settings``, from `simulations.report_settings`, passed by the command
@@ -13,6 +13,7 @@ from typing import Mapping
 import pandas as pd
 
 from ufom_bench.report import figures
+from ufom_bench.report.checkpointing import add_checkpointing_section, checkpointing_claims
 from ufom_bench.report.document import Report, pdf_page_count
 from ufom_bench.report.fewshot import add_fewshot_section, fewshot_claims
 from ufom_bench.report.hypercleaning import add_hypercleaning_section, hypercleaning_claims
@@ -38,6 +39,8 @@ _DIVERGED = {
     "ext_r": ("excluded Monte Carlo tasks", lambda t: t["diverged"].sum()),
     "hypercleaning": ("refused outer steps", lambda t: t.groupby("cell_id")["diverged"].max().sum()),
     "fewshot": ("refused meta-steps", lambda t: t.groupby("cell_id")["diverged"].max().sum()),
+    "checkpointing": ("refused outer steps", lambda t: t[t["record"] == "final"].groupby(["cell_id", "estimator"])
+                      ["diverged"].first().sum() if "record" in t else 0),
 }
 
 
@@ -60,13 +63,15 @@ def divergence_summary(results: dict[str, pd.DataFrame], growth: float) -> str:
 
 def all_claims(results: dict[str, pd.DataFrame], D: float) -> pd.DataFrame:
     """Every claim row: the ``claims`` experiment's, those read from Figure 1's tables (counterexample gap
-    ``D``), and the hypercleaning and few-shot ones."""
+    ``D``), and the hypercleaning, few-shot and checkpointing ones."""
     direct = results.get("claims", pd.DataFrame())
     parts = [direct, figure_claims(results, D)]
     if "hypercleaning" in results:
         parts.append(hypercleaning_claims(results["hypercleaning"]))
     if "fewshot" in results:
         parts.append(fewshot_claims(results["fewshot"]))
+    if "checkpointing" in results:
+        parts.append(checkpointing_claims(results["checkpointing"]))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -149,6 +154,8 @@ def build_report(results: dict[str, pd.DataFrame], scale: str, path: str, settin
         add_hypercleaning_section(rep, results["hypercleaning"], scale, settings.get("hypercleaning"))
     if results.get("fewshot") is not None:
         add_fewshot_section(rep, results["fewshot"], scale, settings.get("fewshot"))
+    if results.get("checkpointing") is not None:
+        add_checkpointing_section(rep, results["checkpointing"], scale)
 
     rep.section("Notes and discrepancies")
     rep.bullets([
