@@ -141,19 +141,24 @@ def fig_bytes(frame: pd.DataFrame):
             continue
         axes[1].plot(g["m"], (g["temp_bytes"] - g["temp_bytes"].iloc[0]) / state, c=f"C{i}", marker="o", ms=3,
                      label=f"{lab} ({int(state):,} B a state)")
-    ms = np.unique(ck["m"].to_numpy(float))
-    axes[1].plot(ms, ms - 1, c="k", lw=0.8, ls="--", label="m - 1")
+    ms = np.unique(ck.loc[ck["state_bytes"] >= STATE_BYTES_MIN, "m"].to_numpy(float))
+    if ms.size:
+        axes[1].plot(ms, ms - 1, c="k", lw=0.8, ls="--", label="m - 1")
     axes[0].scatter([], [], marker="s", facecolors="none", edgecolors="grey", label="exact (m = r)")
     axes[0].scatter([], [], marker="^", facecolors="none", edgecolors="grey", label="exact_me (m = 1)")
     axes[0].set(xscale="log", yscale="log", xlabel="stored inner states m", ylabel="XLA temp bytes",
                 title="temporary memory of one estimate")
     axes[1].set(xscale="log", xlabel="stored inner states m", ylabel="(bytes - bytes at m = 1) / one state",
-                title=f"growth in inner states (states >= {STATE_BYTES_MIN:,} B)")
+                title="growth in inner states")
     for ax in axes:
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_formatter(PLAIN)
         ax.tick_params(which="both", labelsize=6)
-        ax.legend(fontsize=5.5)
+        if ax.get_legend_handles_labels()[1]:
+            ax.legend(fontsize=5.5)
+    if not ms.size:
+        axes[1].text(0.5, 0.5, f"no problem with a state of {STATE_BYTES_MIN:,} B or more", ha="center",
+                     va="center", transform=axes[1].transAxes, fontsize=7)
     fig.tight_layout()
     return fig
 

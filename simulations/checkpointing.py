@@ -6,9 +6,10 @@ r; a value given by several rules is measured once and lists them) one row of `e
 and HVP calls (the estimate's own counters) beside the formula 1 + t(r + 1, m) and r
 (`theory.checkpointed_calls`), the seconds of the compiled estimate and its XLA temporary bytes
 (`frontier.measure_estimates`: one compilation each; every program of the cell timed in turn in each round, the
-minimum over rounds of the mean over fixed keys, compilation excluded), q*(m) of (19)-(21) with C_rnd(r, m) and C1 = C2 = 1 (`theory.optimal_q_checkpointed`), and
-UFOM(q*(m), m)'s expected calls (`theory.checkpointing.expected_calls`) and expected seconds
-(1 - q*) s_fom + q* s_exact_ckpt(m), from the two branches' measured seconds. Beside them one row each of
+minimum over rounds of the mean over fixed keys, compilation excluded), q*(m) of (19)-(21) with C_rnd(r, m) and
+C1 = C2 = 1 (`theory.optimal_q_checkpointed`), and UFOM(q*(m), m)'s expected calls
+(`theory.checkpointing.expected_calls`) and expected seconds (1 - q*) s_fom + q* s_exact_ckpt(m), from the two
+branches' measured seconds. Beside them one row each of
 fom, exact (Algorithm 2, r stored states) and exact_me (Algorithm 4's recomputation, one) where the scale
 measures them (``baselines``). D^2 and V^2:
   synthetic: Figure 1f's setting, Figure 1d's two piecewise tasks (a = (0.5, 1.5), b = (0, 10), A = 400) at
@@ -273,7 +274,8 @@ def cell_train(config: dict) -> pd.DataFrame:
                 "record": "curve", "estimator": name, "label": labels[name], "q": qs[name], "calls": grid,
                 "grad_mean": np.nanmean(on_grid, 0), "grad_q10": np.nanquantile(on_grid, 0.1, 0),
                 "grad_q50": np.nanmedian(on_grid, 0), "grad_q90": np.nanquantile(on_grid, 0.9, 0),
-                "grad_sq_mean": np.nanmean(sq, 0), "grad_sq_se": np.nanstd(sq, 0, ddof=1) / np.sqrt(np.maximum(started, 1)),
+                "grad_sq_mean": np.nanmean(sq, 0),
+                "grad_sq_se": np.nanstd(sq, 0, ddof=1) / np.sqrt(np.maximum(started, 1)),
                 "runs_started": started, "steps_mean": float(active.sum(1).mean()), "diverged": diverged, **common}))
         frames.append(pd.DataFrame({
             "record": "final", "estimator": name, "label": labels[name], "q": qs[name], "run": np.arange(g.shape[0]),

@@ -21,9 +21,9 @@ NEEDED = {
                       "test_accuracy", "test_loss", "train_clean_accuracy", "f1", "val_loss"},
     "fewshot": {"source", "m", "estimator", "seed", "record", "checkpoint", "calls", "accuracy", "accuracy_se", "q",
                 "axis", "alpha", "r", "d2", "v2", "ufom_var"},
-    "checkpointing": {"kind", "problem", "r", "m", "estimator", "label", "grad_calls", "hvp_calls", "formula_grad_calls",
-                      "formula_hvp_calls", "temp_bytes", "seconds", "q_star", "ufom_calls", "ufom_seconds", "record",
-                      "calls", "grad_q10", "grad_q50", "grad_q90", "grad_final", "diverged"},
+    "checkpointing": {"kind", "problem", "r", "m", "estimator", "label", "grad_calls", "hvp_calls",
+                      "formula_grad_calls", "formula_hvp_calls", "temp_bytes", "seconds", "q_star", "ufom_calls",
+                      "ufom_seconds", "record", "calls", "grad_q10", "grad_q50", "grad_q90", "grad_final", "diverged"},
     "frontier": {"problem", "point", "label", "memory_class", "bias2", "bias2_se", "var_task", "var_est", "mse",
                  "mse_se", "calls", "seconds", "temp_bytes", "not_applicable"},
 }

@@ -506,6 +506,7 @@ def checkpointing_claims(frame: pd.DataFrame, level: float = 0.95) -> pd.DataFra
     """
     rows = []
     tr = checkpointing_training(frame)
+    raw = frame[frame["kind"] == "train"] if "kind" in frame else frame.iloc[:0]
     ck = checkpointing_costs(frame)
     model = []
     for (p, r), g in ck.groupby(["problem", "r"]) if not ck.empty else []:
@@ -513,7 +514,8 @@ def checkpointing_claims(frame: pd.DataFrame, level: float = 0.95) -> pd.DataFra
                           zip(g["m"], g["q_star"], g["ratio_same_memory"]))
         model.append(f"{p} r={int(r)}: {parts}")
     model_text = ("; model (19) with C1 = C2 = 1, UFOM(q*(m), m) / exact(m): " + "; ".join(model)) if model else ""
-    claim = "Checkpointing does not change the paper's conclusion that q* < 1 pays off (UFOM(q*(m), m) vs the exact gradient with the same m stored states, equal calls)"
+    claim = ("Checkpointing does not change the paper's conclusion that q* < 1 pays off (UFOM(q*(m), m) vs the "
+             "exact gradient with the same m stored states, equal calls)")
     source = "beyond the paper (issue 16); Section 4.4, Figure 1f"
     u = tr[tr["estimator"] == "ufom"] if not tr.empty else tr
     if u.empty or "z_vs_exact" not in u or not np.isfinite(u["z_vs_exact"]).any():
@@ -526,15 +528,16 @@ def checkpointing_claims(frame: pd.DataFrame, level: float = 0.95) -> pd.DataFra
         for _, row in u.iterrows():
             e = ex.loc[row["m"]]
             reach = row["calls_to_exact_final"]
-            reach = f", reaches exact's final level at {reach / row['budget']:.0%} of the budget" if np.isfinite(reach) else ""
+            reach = (f", reaches exact's final level at {reach / row['budget']:.0%} of the budget"
+                     if np.isfinite(reach) else "")
             parts.append(f"m={row['m']} ({e['label']}): q* {row['q']:.3f}, final E|dM/dtheta|^2 UFOM "
                          f"{row['final_g2']:.3g} vs {e['final_g2']:.3g}, z {row['z_vs_exact']:+.1f}{reach}")
         z = u["z_vs_exact"].to_numpy(float)
         ok = True if np.all(z > c) else (False if np.any(z < -c) else None)
         rows.append(claim_row(
             claim, source,
-            f"synthetic (Figure 1f, alpha = 0.01, r = {int(tr['r'].iloc[0]) if 'r' in tr else 10}), {int(u['runs'].max())} runs, "
-            f"budget {int(u['budget'].max()):,} calls: " + "; ".join(parts) + model_text,
+            f"synthetic (Figure 1f, alpha = {raw['alpha'].iloc[0]:g}, r = {int(raw['r'].iloc[0])}), "
+            f"{int(u['runs'].max())} runs, budget {int(u['budget'].max()):,} calls: " + "; ".join(parts) + model_text,
             f"paired z (same starts, tasks, keys) of exact(m) minus UFOM(q*(m), m) final |dM/dtheta|^2; two-sided "
             f"{level:.0%} Bonferroni over {k} budgets, c = {c:.2f}: holds if z > c at every m, fails if z < -c at "
             "some m, else inconclusive", ok, float(np.nanmin(z))))
@@ -544,6 +547,7 @@ def checkpointing_claims(frame: pd.DataFrame, level: float = 0.95) -> pd.DataFra
             "exact_ckpt(m) makes 1 + t(r + 1, m) grad calls and r HVPs (Griewank's minimum, counted)",
             "theory.checkpointing (revolve's closed form)",
             f"{len(ck)} (problem, r, m) cells, counted by the estimate's counters; mismatches: "
-            + (", ".join(f"{p} r={int(r)} m={int(m)}" for p, r, m in zip(bad["problem"], bad["r"], bad["m"])) or "none"),
+            + (", ".join(f"{p} r={int(r)} m={int(m)}" for p, r, m in zip(bad["problem"], bad["r"], bad["m"]))
+               or "none"),
             "exact equality", bad.empty))
     return pd.DataFrame(rows, columns=list(CLAIM_COLUMNS))
