@@ -1,8 +1,8 @@
 """The PDF report: a first-page summary naming every section, which estimator to trust (the frontier and
-its recommendation, first), the claims table (C1, C2, ...), the theory
-section, the paper's Figure 1 (a)-(f), the r extension, the hypercleaning (Table 1 analog) and few-shot
-(Table 2 analog) sections, notes, and provenance with the precision of each experiment.
-
+its recommendation, first), the claims table (C1, C2, ...), the theory section, the paper's Figure 1 (a)-(f),
+the r extension, equal-budget training of every estimator, the hypercleaning (Table 1 analog) and few-shot
+(Table 2 analog) sections, the checkpointed exact branch (beyond the paper), notes, and provenance with the
+precision of each experiment.
 One numbering scheme: "Figure 1b", "Table 1" and "Section 5.2" always mean the paper's; claims are C1, C2, ...;
 our own figures and tables are named by their titles, not numbered; our sections are numbered 1, 2, ...
 
@@ -18,6 +18,7 @@ from typing import Mapping
 import pandas as pd
 
 from ufom_bench.report import figures
+from ufom_bench.report.checkpointing import add_checkpointing_section, checkpointing_claims
 from ufom_bench.report.document import Report, pdf_page_count
 from ufom_bench.report.equal_budget import add_equal_budget_section
 from ufom_bench.report.fewshot import add_fewshot_section, fewshot_claims
@@ -108,6 +109,8 @@ _DIVERGED = {
     "hypercleaning": ("refused outer steps", lambda t: t.groupby("cell_id")["diverged"].max().sum()),
     "fewshot": ("refused meta-steps", lambda t: t.groupby("cell_id")["diverged"].max().sum()),
     "equal_budget": ("refused outer steps", lambda t: t.groupby(["cell_id", "seed"])["diverged"].max().sum()),
+    "checkpointing": ("refused outer steps", lambda t: t[t["record"] == "final"].groupby(["cell_id", "estimator"])
+                      ["diverged"].first().sum() if "record" in t else 0),
 }
 
 
@@ -138,6 +141,8 @@ def all_claims(results: dict[str, pd.DataFrame], D: float) -> pd.DataFrame:
         parts.append(hypercleaning_claims(results["hypercleaning"]).assign(part="hypercleaning"))
     if "fewshot" in results:
         parts.append(fewshot_claims(results["fewshot"]).assign(part="fewshot"))
+    if "checkpointing" in results:
+        parts.append(checkpointing_claims(results["checkpointing"]).assign(part="checkpointing"))
     out = pd.concat([p for p in parts if len(p)], ignore_index=True)
     out = out.drop_duplicates(subset=["claim", "source", "measured"], ignore_index=True)
     out["id"] = [f"C{i}" for i in range(1, len(out) + 1)]
@@ -245,6 +250,8 @@ def build_report(results: dict[str, pd.DataFrame], scale: str, path: str, settin
         add_hypercleaning_section(rep, results["hypercleaning"], scale, settings.get("hypercleaning"), claim_ids=ids)
     if results.get("fewshot") is not None:
         add_fewshot_section(rep, results["fewshot"], scale, settings.get("fewshot"), claim_ids=ids)
+    if results.get("checkpointing") is not None:
+        add_checkpointing_section(rep, results["checkpointing"], scale)
 
     rep.section("Notes and discrepancies", summary="where the paper's printed forms and its released code differ "
                 "from the derivations")

@@ -7,7 +7,7 @@ from typing import Callable
 
 import pandas as pd
 
-from ufom_bench.simulations import claims, equal_budget, fewshot, frontier, hypercleaning, synthetic
+from ufom_bench.simulations import checkpointing, claims, equal_budget, fewshot, frontier, hypercleaning, synthetic
 from ufom_bench.errors import UserError
 
 SCALES = tuple(synthetic.SCALES)
@@ -36,6 +36,8 @@ EXPERIMENTS: dict[str, tuple[Callable[[str], list[dict]], Callable[[dict], pd.Da
                  "Frontier: bias^2, variance, MSE, calls, seconds and temp bytes of every estimator per problem"),
     "equal_budget": (equal_budget.configs, equal_budget.cell_equal_budget,
                      "Equal-budget training: every estimator's figure of merit against calls and seconds, per problem"),
+    "checkpointing": (checkpointing.configs, checkpointing.cell_checkpointing,
+                      "Checkpointed exact branch: calls, seconds, temp bytes and q*(m) against m; UFOM(q*(m), m) at equal calls"),
 }
 
 
@@ -46,6 +48,8 @@ EXPERIMENTS: dict[str, tuple[Callable[[str], list[dict]], Callable[[dict], pd.Da
 # on and keep it, so their random streams and numbers stay as published (x64 off draws other tasks).
 # The frontier and equal_budget: their counterexample and quadratic are theory checks (float64); their networks
 # (mlp, hypercleaning, few-shot) build float32 arrays.
+# Checkpointing: its synthetic problem computes in float64 (Figure 1f's), its mlp and few-shot problems build
+# float32 arrays.
 X64 = {name: True for name in EXPERIMENTS}
 
 # What `ufom-bench report` runs: every experiment with a report section (the frontier's comes first in the PDF).

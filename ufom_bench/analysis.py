@@ -1,6 +1,7 @@
 """Statistics of the result tables: tables in, statistics out (the numbers the report shows).
 
-Imports numpy, pandas and scipy.stats only (never JAX), so the report and the command line stay light.
+Imports numpy, pandas and scipy.stats only (never JAX), so the report and the command line stay light; the
+checkpointing statistics import `ufom_bench.theory` (sympy, numpy) when called.
 Normal and Student-t quantiles come from `scipy.stats`, the one-sided paired test from `scipy.stats.ttest_rel`.
 
     from ufom_bench import analysis
@@ -11,6 +12,7 @@ Normal and Student-t quantiles come from `scipy.stats`, the one-sided paired tes
     analysis.recommend(results["frontier"], [1.0, 0.1], "calls", "rel_mse")  # cheapest per target and memory
     analysis.frontier_recommendations(results["frontier"], [10, 1, 0.1])    # calls and seconds, per point
     analysis.pzobo_vs_es_claim(err_pzobo, err_es, 81, 88)                   # PZOBO's claims (simulations.claims)
+    analysis.checkpointing_claims(results["checkpointing"])                 # UFOM(q*(m), m) vs exact(m)
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ __all__ = [
     "budget_curves",
     "budget_final",
     "ci",
+    "checkpointing_claims",
+    "checkpointing_costs",
+    "checkpointing_training",
     "ci_half_width",
     "claim_row",
     "claim_test",
@@ -724,3 +729,137 @@ def budget_final(frame: pd.DataFrame, level: float = 0.95, alpha: float = 0.05) 
             stats_[best].update(p_holm=np.nan, verdict="best")
         out.extend(stats_.values())
     return pd.DataFrame(out)
+
+
+# ------------------------------------------------------------------------------- checkpointing (issue 16)
+#
+# Rows of the checkpointing experiment (simulations/checkpointing.py): ``kind`` "cost" (one row per problem, r
+# and estimator: exact_ckpt(m) for each m, and fom / exact / exact_me) and ``kind`` "train" (records "curve" and
+# "final" of FOM, UFOM(q*(m), m) and the exact gradient with m stored states at an equal budget of calls).
+
+
+def checkpointing_costs(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per (problem, r, m) of the exact_ckpt cost rows: t(r + 1, m) counted (grad calls - 1) and by the formula,
+    whether the counts equal the formula, and the time model (19) at fixed memory.
+
+    Calls model (C1 = C2 = 1, `theory.at_fixed_memory`): ``ratio_same_memory`` = T(q*(m), m) / T(1, m), UFOM(q*(m),
+    m) against exact_ckpt(m), the exact gradient with the same memory; ``ratio_exact`` against exact (m = r,
+    Algorithm 2) and ``ratio_exact_me`` against exact_me (m = 1). Seconds model: C_det = the measured seconds of
+    fom, C_rnd = those of exact_ckpt(m) minus them; ``q_star_seconds`` its q* and ``ratio_seconds`` =
+    T(q*, m) / T(1, m). Below 1: UFOM(q*(m), m) is modelled to reach a precision sooner than exact_ckpt(m).
+    """
+    from ufom_bench import theory
+
+    cost = frame[frame["kind"] == "cost"] if "kind" in frame else frame.iloc[:0]
+    ck = cost[cost["estimator"] == "exact_ckpt"].copy()
+    if ck.empty:
+        return ck
+    r, m = ck["r"].to_numpy(int), ck["m"].to_numpy(int)
+    d2, v2 = ck["D2"].to_numpy(float), ck["V2"].to_numpy(float)
+    ck["t_counted"] = ck["grad_calls"].to_numpy(int) - 1
+    ck["t_formula"] = [theory.forward_steps(a + 1, min(b, a)) for a, b in zip(r, m)]
+    ck["counts_match"] = ((ck["grad_calls"] == ck["formula_grad_calls"]) & (ck["hvp_calls"] == ck["formula_hvp_calls"])
+                          & (ck["t_counted"] == ck["t_formula"]))
+    fixed = theory.at_fixed_memory(d2, v2, r, m)
+    ck["ratio_same_memory"] = fixed.time_ufom / fixed.time_exact_ckpt
+    ck["ratio_exact"] = fixed.time_ufom / fixed.time_exact
+    ck["ratio_exact_me"] = fixed.time_ufom / fixed.time_exact_me
+    fom = cost[cost["estimator"] == "fom"].set_index(["problem", "r"])["seconds"]
+    s_fom = np.array([fom.get((p, rr), np.nan) for p, rr in zip(ck["problem"], r)], float)
+    c_rnd = np.maximum(ck["seconds"].to_numpy(float) - s_fom, 1e-12)  # a timing below fom's: noise
+    q_sec = np.asarray(theory.optimal_q(d2, v2, s_fom, c_rnd, backend="numpy"), float)
+    time = lambda q: np.asarray(theory.time_model(q, d2, v2, s_fom, c_rnd, backend="numpy"), float)
+    ck["q_star_seconds"], ck["ratio_seconds"] = q_sec, time(q_sec) / time(np.ones_like(q_sec))
+    return ck.sort_values(["problem", "r", "m"]).reset_index(drop=True)
+
+
+def checkpointing_training(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per memory budget m of the training cells: for fom, ufom and exact, the label, mean steps, the final mean
+    |dM/dtheta|^2 over runs and its SE; for ufom and fom the paired z of (exact's final |dM/dtheta|^2 - theirs)
+    over runs (the same starts, tasks and keys: positive = better than the exact gradient with m states), and
+    ``calls_to_exact_final``: the first calls of the grid at which their mean |dM/dtheta|^2 is at or below what
+    exact reaches at the budget (NaN if never)."""
+    tr = frame[frame["kind"] == "train"] if "kind" in frame else frame.iloc[:0]
+    rows = []
+    for m, g in tr.groupby("m"):
+        fin = g[g["record"] == "final"]
+        cur = g[g["record"] == "curve"]
+        exact = fin[fin["estimator"] == "exact"].set_index("run")["grad_final"] ** 2
+        target = exact.mean()
+        for name in ("fom", "ufom", "exact"):
+            f = fin[fin["estimator"] == name]
+            if f.empty:
+                continue
+            g2 = f.set_index("run")["grad_final"] ** 2
+            row = {"m": int(m), "estimator": name, "label": f["label"].iloc[0], "q": float(f["q"].iloc[0]),
+                   "steps_mean": float(f["steps"].mean()), "final_g2": float(g2.mean()),
+                   "final_g2_se": float(g2.std(ddof=1) / math.sqrt(len(g2))) if len(g2) > 1 else np.nan,
+                   "runs": int(len(g2)), "budget": int(f["calls"].iloc[0]), "diverged": int(f["diverged"].iloc[0])}
+            if name != "exact" and not exact.empty:
+                d = (exact - g2).dropna()
+                se = d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else np.nan
+                row["z_vs_exact"] = float(d.mean() / se) if se and se > 0 else np.nan
+                c = cur[cur["estimator"] == name].sort_values("calls")
+                hit = c[c["grad_sq_mean"] <= target]
+                row["calls_to_exact_final"] = float(hit["calls"].iloc[0]) if len(hit) else np.nan
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def checkpointing_claims(frame: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """Claim rows of the checkpointing experiment: (1) does checkpointing change the paper's conclusion that q* < 1
+    pays off, and where; (2) exact_ckpt's counted calls equal 1 + t(r + 1, m) grads and r HVPs.
+
+    (1): per memory budget m of the training cells, the paired z of exact(m)'s final |dM/dtheta|^2 minus
+    UFOM(q*(m), m)'s over runs, against the two-sided ``level`` normal critical value Bonferroni-corrected over
+    the k budgets, c = Phi^-1(1 - (1 - level) / (2k)): holds (the conclusion survives checkpointing) if z > c at
+    every m, fails if z < -c at some m (there the exact gradient with the same memory is better), else
+    inconclusive. The measured text adds the model's answer on every problem: q*(m) and T(q*(m), m) / T(1, m).
+    """
+    rows = []
+    tr = checkpointing_training(frame)
+    raw = frame[frame["kind"] == "train"] if "kind" in frame else frame.iloc[:0]
+    ck = checkpointing_costs(frame)
+    model = []
+    for (p, r), g in ck.groupby(["problem", "r"]) if not ck.empty else []:
+        parts = ", ".join(f"m={int(m)}: q* {q:.3g}, T ratio {x:.2f}" for m, q, x in
+                          zip(g["m"], g["q_star"], g["ratio_same_memory"]))
+        model.append(f"{p} r={int(r)}: {parts}")
+    model_text = ("; model (19) with C1 = C2 = 1, UFOM(q*(m), m) / exact(m): " + "; ".join(model)) if model else ""
+    claim = ("Checkpointing does not change the paper's conclusion that q* < 1 pays off (UFOM(q*(m), m) vs the "
+             "exact gradient with the same m stored states, equal calls)")
+    source = "beyond the paper (issue 16); Section 4.4, Figure 1f"
+    u = tr[tr["estimator"] == "ufom"] if not tr.empty else tr
+    if u.empty or "z_vs_exact" not in u or not np.isfinite(u["z_vs_exact"]).any():
+        rows.append(claim_row(claim, source, "no training cells" + model_text, "paired z over runs", None))
+    else:
+        k = len(u)
+        c = float(stats.norm.ppf(1 - (1 - _check_level(level)) / (2 * k)))
+        ex = tr[tr["estimator"] == "exact"].set_index("m")
+        parts = []
+        for _, row in u.iterrows():
+            e = ex.loc[row["m"]]
+            reach = row["calls_to_exact_final"]
+            reach = (f", reaches exact's final level at {reach / row['budget']:.0%} of the budget"
+                     if np.isfinite(reach) else "")
+            parts.append(f"m={row['m']} ({e['label']}): q* {row['q']:.3f}, final E|dM/dtheta|^2 UFOM "
+                         f"{row['final_g2']:.3g} vs {e['final_g2']:.3g}, z {row['z_vs_exact']:+.1f}{reach}")
+        z = u["z_vs_exact"].to_numpy(float)
+        ok = True if np.all(z > c) else (False if np.any(z < -c) else None)
+        rows.append(claim_row(
+            claim, source,
+            f"synthetic (Figure 1f, alpha = {raw['alpha'].iloc[0]:g}, r = {int(raw['r'].iloc[0])}), "
+            f"{int(u['runs'].max())} runs, budget {int(u['budget'].max()):,} calls: " + "; ".join(parts) + model_text,
+            f"paired z (same starts, tasks, keys) of exact(m) minus UFOM(q*(m), m) final |dM/dtheta|^2; two-sided "
+            f"{level:.0%} Bonferroni over {k} budgets, c = {c:.2f}: holds if z > c at every m, fails if z < -c at "
+            "some m, else inconclusive", ok, float(np.nanmin(z))))
+    if not ck.empty:
+        bad = ck[~ck["counts_match"]]
+        rows.append(claim_row(
+            "exact_ckpt(m) makes 1 + t(r + 1, m) grad calls and r HVPs (Griewank's minimum, counted)",
+            "theory.checkpointing (revolve's closed form)",
+            f"{len(ck)} (problem, r, m) cells, counted by the estimate's counters; mismatches: "
+            + (", ".join(f"{p} r={int(r)} m={int(m)}" for p, r, m in zip(bad["problem"], bad["r"], bad["m"]))
+               or "none"),
+            "exact equality", bad.empty))
+    return pd.DataFrame(rows, columns=list(CLAIM_COLUMNS))

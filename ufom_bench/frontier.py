@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Iterable, NamedTuple, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +36,8 @@ from ufom_bench.theory import zoo
 from ufom_bench import analysis, estimators, memory, montecarlo
 from ufom_bench.errors import UserError
 
-__all__ = ["PAIR_FAMILY", "Comparison", "compare", "label", "measure", "pair_estimator_samples", "temp_bytes", "estimate_fn", "cost_of_estimate"]
+__all__ = ["PAIR_FAMILY", "Comparison", "EstimateCost", "compare", "label", "measure", "measure_estimate",
+           "measure_estimates", "pair_estimator_samples", "temp_bytes", "estimate_fn", "cost_of_estimate"]
 
 # Estimators whose samples follow from the pair (G_FO, G) of each task (Algorithm 4's branches).
 PAIR_FAMILY = ("exact", "exact_me", "exact_ckpt", "fom", "ufom")
@@ -71,6 +72,51 @@ def temp_bytes(problem, estimator, theta=None, task=None) -> int:
     return memory.temp_bytes(estimate_fn(estimator), *_args(problem, estimator, theta, task, None))
 
 
+class EstimateCost(NamedTuple):
+    """What `measure_estimate` returns: XLA temp bytes and seconds of one jitted estimate, the counted grad and
+    HVP calls of its first call (key fold_in(key, 0); the estimate's own `Info` counters), and the compiled
+    program ``(problem, theta, task, key, state) -> (grad, info)``, to call again without compiling."""
+
+    temp_bytes: int
+    seconds: float
+    grad_calls: int
+    hvp_calls: int
+    compiled: Any
+
+
+def measure_estimate(problem, estimator, theta=None, task=None, repeats: int = 3, key=None,
+                     n_keys: int = 10) -> EstimateCost:
+    """`cost_of_estimate` plus the counted calls, from the same single compilation (`EstimateCost`)."""
+    return measure_estimates(problem, [estimator], theta, task, repeats, key, n_keys)[0]
+
+
+def measure_estimates(problem, estimators_, theta=None, task=None, repeats: int = 3, key=None,
+                      n_keys: int = 10) -> list[EstimateCost]:
+    """`measure_estimate` of several estimators on the same (theta, task, keys), timed interleaved: each round
+    times every compiled program once (the mean over the ``n_keys`` keys) in turn, and each program's seconds
+    are its minimum over ``repeats`` rounds, so that a change in the machine's load between programs does not
+    bias their ratios. One compilation per estimator; one untimed round first."""
+    if int(repeats) < 1 or int(n_keys) < 1:
+        raise UserError(f"repeats and n_keys must be >= 1, got repeats = {repeats!r}, n_keys = {n_keys!r}")
+    runs = []
+    for estimator in estimators_:
+        problem_, theta_, task_, key_, state = _args(problem, estimator, theta, task, key)
+        keys = [jax.random.fold_in(key_, i) for i in range(int(n_keys))]
+        compiled, stats = memory.compiled_stats(estimate_fn(estimator), problem_, theta_, task_, keys[0], state)
+        call = lambda c=compiled, a=(problem_, theta_, task_), s=state, ks=keys: [
+            jax.block_until_ready(c(*a, k, s)) for k in ks]
+        _, info = call()[0]
+        runs.append((call, stats, info, compiled))
+    best = [float("inf")] * len(runs)
+    for _ in range(int(repeats)):
+        for i, (call, *_) in enumerate(runs):
+            t = time.perf_counter()
+            call()
+            best[i] = min(best[i], (time.perf_counter() - t) / int(n_keys))
+    return [EstimateCost(stats["temp_bytes"], b, int(info.grad_calls), int(info.hvp_calls), compiled)
+            for b, (_, stats, info, compiled) in zip(best, runs)]
+
+
 def cost_of_estimate(problem, estimator, theta=None, task=None, repeats: int = 3, key=None,
                      n_keys: int = 10) -> tuple[int, float]:
     """(XLA temp bytes, wall seconds) of one jitted estimate from a single compilation (`memory.compiled_stats`).
@@ -78,7 +124,8 @@ def cost_of_estimate(problem, estimator, theta=None, task=None, repeats: int = 3
     Seconds: one round calls the compiled program once for each of ``n_keys`` fixed keys (fold_in(key, i)) and
     takes the mean, so a random estimator's own coin (UFOM's xi, Adaptive UFOM's) is averaged over as far as
     those keys sample it; the result is the minimum over ``repeats`` rounds, after one untimed round
-    (compilation excluded). The task defaults to the one drawn with PRNGKey(0).
+    (compilation excluded). The task defaults to the one drawn with PRNGKey(0). `measure_estimate` also
+    returns the counted calls.
     """
     return _cost(problem, estimator, theta, task, repeats, key, n_keys)[:2]
 
