@@ -3,6 +3,7 @@ its recommendation, first), the claims table (C1, C2, ...), the theory section, 
 the r extension, equal-budget training of every estimator, the hypercleaning (Table 1 analog) and few-shot
 (Table 2 analog) sections, the checkpointed exact branch (beyond the paper), notes, and provenance with the
 precision of each experiment.
+
 One numbering scheme: "Figure 1b", "Table 1" and "Section 5.2" always mean the paper's; claims are C1, C2, ...;
 our own figures and tables are named by their titles, not numbered; our sections are numbered 1, 2, ...
 
