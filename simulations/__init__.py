@@ -83,6 +83,47 @@ def run(name: str, scale: str = "default", out_dir: str = "results", executor=No
                      x64=X64.get(name))
 
 
+# The experiments that take longest at the default scale, longest first: `run_many` starts them first, so
+# that parallel jobs end together.
+LONGEST_FIRST = ("fewshot", "frontier", "hypercleaning", "equal_budget", "checkpointing", "claims", "fig1e", "fig1f")
+
+
+def run_many(names, scale: str = "default", out_dir: str = "results", jobs: int = 1, executor=None,
+             log=print) -> dict[str, pd.DataFrame]:
+    """Run (or resume) the experiments ``names`` at ``scale``; returns name -> table (`run`).
+
+    With ``jobs`` > 1 and no ``executor``, ``jobs`` experiments run at a time, each in its own spawned process
+    (`LONGEST_FIRST` first; each process compiles its own programs; cells are stored as they finish, so an
+    interrupted run resumes as usual). ``log`` gets one line per experiment started and finished. Otherwise
+    they run here one after the other, their cells on ``executor``.
+    """
+    names = [check_experiment(n) for n in names]
+    if int(jobs) <= 1 or executor is not None or len(names) < 2:
+        return {n: run(n, scale, out_dir, executor=executor) for n in names}
+    import concurrent.futures
+    import multiprocessing
+    import time
+
+    order = sorted(names, key=lambda n: LONGEST_FIRST.index(n) if n in LONGEST_FIRST else len(LONGEST_FIRST))
+    start, tables = time.perf_counter(), {}
+    ctx = multiprocessing.get_context("spawn")  # never fork a process that has started JAX
+    with concurrent.futures.ProcessPoolExecutor(int(jobs), mp_context=ctx, initializer=_job_init) as pool:
+        futures = {pool.submit(run, n, scale, out_dir, None, False): n for n in order}
+        log(f"running {', '.join(order)} at scale {scale}, {int(jobs)} at a time")
+        for done in concurrent.futures.as_completed(futures):
+            name = futures[done]
+            tables[name] = done.result()
+            log(f"{name}: {len(tables[name])} rows ({time.perf_counter() - start:.0f} s since the start)")
+    return {n: tables[n] for n in names}
+
+
+def _job_init():
+    # Several JAX processes share one accelerator: none may preallocate most of its memory (no-op on a CPU).
+    import os
+
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+
 def report_settings(scale: str = "default") -> dict:
     """What the report prints about the experiments at ``scale`` that their tables do not carry, for
     `report.build.build_report` (the command line passes it, so that the report imports no experiment):

@@ -61,6 +61,14 @@ def _demo(args) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse turns the ValueError into one line naming the value)."""
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
 def _list(args) -> int:
     from ufom_bench import simulations
 
@@ -102,8 +110,8 @@ def _report(args) -> int:
     pdf = args.pdf or str(folder / "report.pdf")
     start = time.perf_counter()
     with _session(args, folder) as executor:
-        results = {name: simulations.run(name, args.scale, args.out, executor=executor)
-                   for name in simulations.IN_REPORT}
+        results = simulations.run_many(simulations.IN_REPORT, args.scale, args.out, jobs=args.jobs,
+                                       executor=executor if args.scheduler else None)
         try:
             pages = build_report(results, args.scale, pdf, simulations.report_settings(args.scale))
         except OSError as exc:
@@ -238,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="dask.distributed scheduler address (tcp://host:port), or 'local' for a local cluster")
         if name == "report":
             cmd.add_argument("--pdf", default=None, help="output PDF (default: OUT/SCALE/report.pdf)")
+            cmd.add_argument("--jobs", type=_positive_int, default=min(4, os.cpu_count() or 1),
+                             help="experiments run at a time, each in its own process (default: the CPU cores, "
+                                  "at most 4; ignored with --scheduler)")
         cmd.set_defaults(func=func)
     fr = sub.add_parser("frontier", help="measure every estimator on your own Problem: rows, figure, recommendation, PDF")
     fr.add_argument("--problem", required=True, help="package.module:function returning a ufom_bench.Problem")
