@@ -179,7 +179,8 @@ def build_report(results: dict[str, pd.DataFrame], scale: str, path: str, settin
     ids = dict(zip(claims["claim"], claims["id"]))
     rep = Report(
         "ufom-bench report",
-        f"UFOM (Likhosherstov et al., ICML 2021): theory checked against measurements. Scale: {scale}.",
+        f"Hypergradient estimators for bi-level optimization: which to trust, and the UFOM and PZOBO papers' "
+        f"claims checked against measurements. Scale: {scale}.",
         number_floats=False,
     )
     rep.summary(lambda r: report_summary(r, scale))
