@@ -45,7 +45,7 @@ import pandas as pd
 from jax.flatten_util import ravel_pytree
 
 from ufom_bench import estimators, frontier, montecarlo, problems, theory
-from ufom_bench.errors import UserError
+from ufom_bench.errors import UserError, check_choice
 from ufom_bench.simulations import fewshot as fewshot_sim
 from ufom_bench.simulations import frontier as frontier_sim
 from ufom_bench.simulations import synthetic
@@ -79,9 +79,7 @@ SCALES = {
 
 
 def check_scale(scale: str) -> dict:
-    if scale not in SCALES:
-        raise UserError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
-    return SCALES[scale]
+    return SCALES[check_choice("scale", scale, SCALES)]
 
 
 def checkpoints(rule: str, r: int) -> int:

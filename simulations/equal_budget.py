@@ -70,7 +70,7 @@ import optax
 import pandas as pd
 
 from ufom_bench import estimators, problems, theory
-from ufom_bench.errors import UserError
+from ufom_bench.errors import UserError, check_choice
 from ufom_bench.frontier import label
 from ufom_bench.problem import inner_path, meta_gradient
 from ufom_bench.problems.regression import regression_mlp_init
@@ -119,15 +119,11 @@ def settings(r: int) -> list[tuple[str, dict]]:
 
 
 def check_scale(scale: str) -> dict:
-    if scale not in SCALES:
-        raise UserError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
-    return SCALES[scale]
+    return SCALES[check_choice("scale", scale, SCALES)]
 
 
 def check_problem(problem: str) -> str:
-    if problem not in PROBLEMS:
-        raise UserError(f"unknown equal-budget problem {problem!r}; choose one of {', '.join(PROBLEMS)}")
-    return problem
+    return check_choice("equal-budget problem", problem, PROBLEMS)
 
 
 def inverse_calls(c: float, per: float) -> Callable:

@@ -53,7 +53,7 @@ import optax
 import pandas as pd
 
 from ufom_bench import estimators, frontier, problems
-from ufom_bench.errors import UserError
+from ufom_bench.errors import UserError, check_choice
 from ufom_bench.train import train
 
 PROBLEMS = ("counterexample", "quadratic", "mlp", "hypercleaning", "fewshot", "fewshot_head")
@@ -87,21 +87,15 @@ TRAIN = {"counterexample": (0.3, 30), "quadratic": (0.1, 30), "mlp": (0.01, 30),
 
 
 def check_scale(scale: str) -> dict:
-    if scale not in SCALES:
-        raise UserError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
-    return SCALES[scale]
+    return SCALES[check_choice("scale", scale, SCALES)]
 
 
 def check_problem(problem: str) -> str:
-    if problem not in PROBLEMS:
-        raise UserError(f"unknown frontier problem {problem!r}; choose one of {', '.join(PROBLEMS)}")
-    return problem
+    return check_choice("frontier problem", problem, PROBLEMS)
 
 
 def check_point(point: str) -> str:
-    if point not in POINTS:
-        raise UserError(f"unknown frontier point {point!r}; choose one of {', '.join(POINTS)}")
-    return point
+    return check_choice("frontier point", point, POINTS)
 
 
 def settings(scale: str, problem: str, r: int) -> list[tuple[str, dict]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 
-__all__ = ["UserError", "DataError", "check_int"]
+__all__ = ["UserError", "DataError", "check_choice", "check_int", "check_positive"]
 
 
 class UserError(ValueError):
@@ -19,6 +19,13 @@ class UserError(ValueError):
 
 class DataError(UserError):
     """A data file is missing, truncated, or not in the expected format (the message names the file)."""
+
+
+def check_choice(what: str, value, choices):
+    """``value`` if it is one of ``choices``, else a UserError naming it and the choices."""
+    if value not in choices:
+        raise UserError(f"unknown {what} {value!r}; choose one of {', '.join(map(str, choices))}")
+    return value
 
 
 def check_int(name: str, value, minimum: int) -> int:
