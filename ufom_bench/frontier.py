@@ -85,36 +85,43 @@ class EstimateCost(NamedTuple):
 
 
 def measure_estimate(problem, estimator, theta=None, task=None, repeats: int = 3, key=None,
-                     n_keys: int = 10) -> EstimateCost:
-    """`cost_of_estimate` plus the counted calls, from the same single compilation (`EstimateCost`)."""
-    return measure_estimates(problem, [estimator], theta, task, repeats, key, n_keys)[0]
+                     n_keys: int = 10, program: EstimateCost | None = None) -> EstimateCost:
+    """`cost_of_estimate` plus the counted calls, from the same single compilation (`EstimateCost`); with
+    ``program`` (an earlier `EstimateCost` of this estimate on arguments of the same shapes, e.g. at another
+    theta) its compiled program is timed again instead of compiling."""
+    return measure_estimates(problem, [estimator], theta, task, repeats, key, n_keys, [program])[0]
 
 
 def measure_estimates(problem, estimators_, theta=None, task=None, repeats: int = 3, key=None,
-                      n_keys: int = 10) -> list[EstimateCost]:
+                      n_keys: int = 10, programs: Sequence[EstimateCost | None] | None = None) -> list[EstimateCost]:
     """`measure_estimate` of several estimators on the same (theta, task, keys), timed interleaved: each round
     times every compiled program once (the mean over the ``n_keys`` keys) in turn, and each program's seconds
     are its minimum over ``repeats`` rounds, so that a change in the machine's load between programs does not
-    bias their ratios. One compilation per estimator; one untimed round first."""
+    bias their ratios. One compilation per estimator (none where ``programs`` gives an earlier one); one
+    untimed round first."""
     if int(repeats) < 1 or int(n_keys) < 1:
         raise UserError(f"repeats and n_keys must be >= 1, got repeats = {repeats!r}, n_keys = {n_keys!r}")
     runs = []
-    for estimator in estimators_:
+    for estimator, earlier in zip(estimators_, programs or [None] * len(estimators_)):
         problem_, theta_, task_, key_, state = _args(problem, estimator, theta, task, key)
         keys = [jax.random.fold_in(key_, i) for i in range(int(n_keys))]
-        compiled, stats = memory.compiled_stats(estimate_fn(estimator), problem_, theta_, task_, keys[0], state)
+        if earlier is None:
+            compiled, stats = memory.compiled_stats(estimate_fn(estimator), problem_, theta_, task_, keys[0], state)
+            temp = stats["temp_bytes"]
+        else:
+            compiled, temp = earlier.compiled, earlier.temp_bytes
         call = lambda c=compiled, a=(problem_, theta_, task_), s=state, ks=keys: [
             jax.block_until_ready(c(*a, k, s)) for k in ks]
         _, info = call()[0]
-        runs.append((call, stats, info, compiled))
+        runs.append((call, temp, info, compiled))
     best = [float("inf")] * len(runs)
     for _ in range(int(repeats)):
         for i, (call, *_) in enumerate(runs):
             t = time.perf_counter()
             call()
             best[i] = min(best[i], (time.perf_counter() - t) / int(n_keys))
-    return [EstimateCost(stats["temp_bytes"], b, int(info.grad_calls), int(info.hvp_calls), compiled)
-            for b, (_, stats, info, compiled) in zip(best, runs)]
+    return [EstimateCost(temp, b, int(info.grad_calls), int(info.hvp_calls), compiled)
+            for b, (_, temp, info, compiled) in zip(best, runs)]
 
 
 def cost_of_estimate(problem, estimator, theta=None, task=None, repeats: int = 3, key=None,
@@ -127,31 +134,8 @@ def cost_of_estimate(problem, estimator, theta=None, task=None, repeats: int = 3
     (compilation excluded). The task defaults to the one drawn with PRNGKey(0). `measure_estimate` also
     returns the counted calls.
     """
-    return _cost(problem, estimator, theta, task, repeats, key, n_keys)[:2]
-
-
-def _cost(problem, estimator, theta, task, repeats, key, n_keys, program=None) -> tuple[int, float, tuple]:
-    """`cost_of_estimate`, optionally with ``program`` = (compiled, stats) of an earlier compilation of the same
-    estimate on arguments of the same shapes (another theta); returns (temp bytes, seconds, program)."""
-    if int(repeats) < 1 or int(n_keys) < 1:
-        raise UserError(f"repeats and n_keys must be >= 1, got repeats = {repeats!r}, n_keys = {n_keys!r}")
-    problem, theta, task, key, state = _args(problem, estimator, theta, task, key)
-    keys = [jax.random.fold_in(key, i) for i in range(int(n_keys))]
-    if program is None:
-        program = memory.compiled_stats(estimate_fn(estimator), problem, theta, task, keys[0], state)
-    compiled, stats = program
-
-    def one_round():
-        for k in keys:
-            jax.block_until_ready(compiled(problem, theta, task, k, state))
-
-    one_round()
-    best = float("inf")
-    for _ in range(int(repeats)):
-        t = time.perf_counter()
-        one_round()
-        best = min(best, (time.perf_counter() - t) / len(keys))
-    return stats["temp_bytes"], best, program
+    cost = measure_estimate(problem, estimator, theta, task, repeats, key, n_keys)
+    return cost.temp_bytes, cost.seconds
 
 
 def pair_estimator_samples(pair: montecarlo.Samples, name: str, params: dict, r: int, n_keys: int,
@@ -259,8 +243,8 @@ def measure(problem, settings: Iterable[tuple[str, dict]], theta=None, *, n_task
                                                    chunk_size=chunk_size)
         row = _row(name, params, problem.r, montecarlo.estimator_moments_of(samples))
         if timing:
-            row["temp_bytes"], row["seconds"], cache["program", lab] = _cost(
-                problem, est, theta, None, repeats, None, 10, cache.get(("program", lab)))
+            cost = measure_estimate(problem, est, theta, repeats=repeats, program=cache.get(("program", lab)))
+            row["temp_bytes"], row["seconds"], cache["program", lab] = cost.temp_bytes, cost.seconds, cost
         rows.append(row)
     return rows
 
