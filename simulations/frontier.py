@@ -17,8 +17,8 @@ Problems (``build``):
        default for time (``SCALES``); full MNIST at paper scale (``UFOM_MNIST_DIR``);
   fewshot: `problems.fewshot` on glyphs 5-way 1-shot, r = 10, alpha = 0.4 (tasks sampled): at the paper scale
        MAML's conv4 with 64 filters (``conv="slices"``); at the default scale a 784-40-40-5 ReLU MLP, because
-       one compilation of a conv4 estimate takes ~7 s of CPU (against ~2.5 s for the MLP) and the frontier
-       compiles two programs per setting; the smoke scale: 3-way, a 784-16-3 MLP, r = 3 (`simulations.fewshot`'s);
+       a conv4 estimate compiles several times slower than the MLP's and the frontier compiles two programs per
+       setting (the README has the default's time); the smoke scale: 3-way, a 784-16-3 MLP, r = 3 (`simulations.fewshot`'s);
   fewshot_head: the same with ``inner="head"`` (ANIL-like, PZOBO's meta-learning setting: phi is the linear head,
        theta the feature extractor and the head's start; theta enters L_in directly).
 The networks (mlp, hypercleaning, few-shot) compute in float32, the counterexample and the quadratic in float64
