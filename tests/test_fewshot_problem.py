@@ -147,8 +147,9 @@ def _unrolled_meta_gradient(problem, theta, task):
 
 def test_slices_conv_equals_xla_conv_and_unrolled_autodiff():
     """The default convolution (strided slices and one dot) gives XLA's convolution's outputs and, through
-    `meta_batch`, the meta-gradient of the unrolled loop by jax.grad (float64, relative 1e-10); the counts
-    are Proposition 1's (r = 3, filters 2, odd image size so SAME pads unevenly)."""
+    `meta_batch`, the meta-gradient of the loop unrolled on XLA's convolution by jax.grad (float64, relative
+    1e-10); the counts are Proposition 1's (r = 3, filters 2, odd image size so SAME pads unevenly). The
+    estimators on XLA's convolution are the old path (`conv="xla"`): compiling them too doubled the test."""
     sampler = TaskSampler.from_numpy(np.random.default_rng(1).integers(0, 256, (4, 3, 9, 9), dtype=np.uint8))
     probs = {c: fewshot(sampler, m=2, k=1, r=3, alpha=0.4, filters=2, conv=c, dtype=jnp.float64)
              for c in ("slices", "xla")}
@@ -161,7 +162,7 @@ def test_slices_conv_equals_xla_conv_and_unrolled_autodiff():
     tasks = [probs["xla"].sample_task(k) for k in jax.random.split(k_tasks, 2)]
     unrolled = ravel_pytree(jax.tree_util.tree_map(
         lambda *g: sum(g) / 2, *[_unrolled_meta_gradient(probs["xla"], theta, t) for t in tasks]))[0]
-    for conv, problem in probs.items():
+    for conv, problem in [("slices", probs["slices"])]:
         for est in (estimators.exact(), estimators.exact_me()):
             g, info, _ = jax.jit(estimators.meta_batch(est, 2).estimate)(problem, theta, None, key, ())
             np.testing.assert_allclose(ravel_pytree(g)[0], unrolled, rtol=1e-10, atol=1e-12)
