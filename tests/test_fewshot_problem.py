@@ -43,6 +43,7 @@ def _fd_gradient(problem, theta, task, h=1e-5):
     return (values[: flat.size] - values[flat.size:]) / (2 * h)
 
 
+@pytest.mark.slow  # the float64 unrolled-autodiff tests below check the same gradients to 1e-10
 def test_exact_matches_finite_differences():
     problem = _tiny_problem("batch")  # the default normalisation (per-example "layer" is checked for shape)
     theta = problem.theta0

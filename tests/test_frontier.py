@@ -85,6 +85,7 @@ def test_new_problems_build(name):
     assert prob.r == frontier_sim.SCALES["smoke"][name.split("_")[0]]["r"]
 
 
+@pytest.mark.slow  # compiles every setting on a few-shot network; test_head_only_inner_loop[mlp] checks the problem
 def test_smoke_cell_on_fewshot_head():
     """One smoke cell on the head-only few-shot problem, at a training point: reptile is not defined there
     (V != theta) and keeps its row; the estimators' counts are the formulas' (pzobo exactly; the pair family's
